@@ -1,0 +1,86 @@
+"""Fill in the defaults from where the user works, before cookiecutter asks anything.
+
+cookiecutter runs this in a temporary copy of the template, with the copy as the
+working directory, before prompting (with --no-input too).  It rewrites that
+copy's cookiecutter.json; values given on the command line or in a config file
+still win, because cookiecutter applies them over these defaults.
+
+- namespace:      $SESSION_NAMESPACE (workshop platforms announce it), else the
+                  namespace of the current kube context, else the template's default.
+- ingress_domain: $INGRESS_DOMAIN, else the template's default.
+- registry:       $REGISTRY_HOST, else derived from namespace and ingress_domain.
+
+Standard library only, and it never fails: without kubectl, a kube config or a
+cluster, the defaults simply stay as they are.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+KUBECTL_TIMEOUT_SECONDS = 5
+
+
+def kube_context_namespace():
+    """The namespace of the current kube context, or None.
+
+    `kubectl config view --minify` reads the local kube config only; it never
+    contacts a cluster, and the timeout guards against anything unexpected.
+    """
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        return None
+    try:
+        result = subprocess.run(
+            [kubectl, "config", "view", "--minify", "--output", "jsonpath={..namespace}"],
+            capture_output=True,
+            text=True,
+            timeout=KUBECTL_TIMEOUT_SECONDS,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    namespace = result.stdout.strip()
+    if result.returncode != 0 or not namespace or " " in namespace:
+        return None
+    return namespace
+
+
+def defaults_from_environment(environ, context_namespace):
+    """The defaults to change, as a dict: pure, so the tests can feed it anything."""
+    changes = {}
+    namespace = environ.get("SESSION_NAMESPACE", "").strip() or context_namespace
+    if namespace:
+        changes["namespace"] = namespace
+    domain = environ.get("INGRESS_DOMAIN", "").strip()
+    if domain:
+        changes["ingress_domain"] = domain
+    registry = environ.get("REGISTRY_HOST", "").strip()
+    if registry:
+        changes["registry"] = registry
+    return changes
+
+
+def main():
+    path = "cookiecutter.json"
+    with open(path, encoding="utf-8") as f:
+        context = json.load(f)
+    namespace = None
+    if not os.environ.get("SESSION_NAMESPACE", "").strip():
+        namespace = kube_context_namespace()
+    changes = defaults_from_environment(os.environ, namespace)
+    if not changes:
+        return
+    context.update(changes)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(context, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    for name, value in changes.items():
+        print(f"default {name}={json.dumps(value)} (from your environment)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

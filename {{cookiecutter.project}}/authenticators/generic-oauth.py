@@ -1,0 +1,39 @@
+"""Log in with an OAuth 2 / OpenID Connect provider (OAuthenticator's GenericOAuthenticator).
+
+Register a client with your provider with the callback URL below; its client ID
+and secret come from the Secret `hub-secrets` (OAUTH_CLIENT_ID,
+OAUTH_CLIENT_SECRET), never from this repository.
+Who may log in: the admin, users the admin adds in the admin panel, and everyone
+the provider authenticates if OAUTH_ALLOW_ALL is "true".
+"""
+
+import os
+import sys
+
+
+def require_env(name, why):
+    value = os.environ.get(name, "")
+    if not value:
+        sys.exit(f"authenticator_config.py: {name} is not set: {why}")
+    return value
+
+
+CALLBACK_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ cookiecutter.hostname ~ "/hub/oauth_callback") | tojson }}
+
+c = get_config()  # noqa: F821
+c.JupyterHub.authenticator_class = "generic-oauth"
+c.GenericOAuthenticator.oauth_callback_url = CALLBACK_URL
+c.GenericOAuthenticator.authorize_url = {{ cookiecutter.oauth_authorize_url | tojson }}
+c.GenericOAuthenticator.token_url = {{ cookiecutter.oauth_token_url | tojson }}
+c.GenericOAuthenticator.userdata_url = {{ cookiecutter.oauth_userdata_url | tojson }}
+c.GenericOAuthenticator.scope = ["openid", "profile", "email"]
+c.GenericOAuthenticator.username_claim = "preferred_username"
+c.GenericOAuthenticator.login_service = "your identity provider"
+c.GenericOAuthenticator.client_id = require_env(
+    "OAUTH_CLIENT_ID", "the client ID registered with your OAuth provider"
+)
+c.GenericOAuthenticator.client_secret = require_env(
+    "OAUTH_CLIENT_SECRET", "the client secret registered with your OAuth provider"
+)
+c.GenericOAuthenticator.allow_existing_users = True
+c.GenericOAuthenticator.allow_all = os.environ.get("OAUTH_ALLOW_ALL", "").lower() == "true"

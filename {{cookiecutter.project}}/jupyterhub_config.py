@@ -1,0 +1,124 @@
+"""JupyterHub configuration: the hub and its proxy in one pod; users get pods from KubeSpawner.
+
+Inside the hub container:
+
+    Ingress --> :8000 configurable-http-proxy (started by the hub, a child process)
+                  |  /hub/...    --> 127.0.0.1:8081  the hub (loopback: no hairpin through the Service)
+                  |  /user/...   --> the user's pod
+                  API on 127.0.0.1:8001 (only the hub talks to it)
+    user pods --> hub.<namespace>.svc:8081  the hub API, through the Service
+
+How users log in is configured in authenticator_config.py, loaded at the end.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+# --- Chosen when this repository was generated ---------------------------------
+# The address users open (used for OAuth callbacks).
+PUBLIC_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ cookiecutter.hostname) | tojson }}
+ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
+USER_IMAGE = {{ cookiecutter.user_image | tojson }}
+USER_STORAGE = {{ "True" if cookiecutter.user_storage == "yes" else "False" }}
+USER_STORAGE_SIZE = {{ cookiecutter.user_storage_size | tojson }}
+STORAGE_CLASS = {{ cookiecutter.storage_class | tojson }}  # empty: the cluster's default
+IDLE_CULLING = {{ "True" if cookiecutter.idle_culling == "yes" else "False" }}
+IDLE_TIMEOUT_SECONDS = {{ cookiecutter.idle_timeout | int }}
+
+# The Service in front of this pod (k8s/base/service.yaml) and its hub API port.
+HUB_SERVICE_NAME = "hub"
+HUB_PORT = 8081
+PROXY_PUBLIC_PORT = 8000
+PROXY_API_PORT = 8001
+
+# Where the hub keeps its state: the PersistentVolumeClaim mounted at /srv/jupyterhub.
+STATE_DIR = Path(os.environ.get("JUPYTERHUB_STATE_DIR", "/srv/jupyterhub"))
+
+# The pod's own namespace, from the downward API (POD_NAMESPACE in deployment.yaml).
+NAMESPACE = os.environ.get("POD_NAMESPACE", "")
+if not NAMESPACE:
+    sys.exit(
+        "jupyterhub_config.py: POD_NAMESPACE is not set; the Deployment sets it"
+        " from the downward API (fieldRef metadata.namespace)"
+    )
+
+c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
+
+# --- The proxy, started and stopped by the hub ------------------------------------
+c.JupyterHub.bind_url = f"http://:{PROXY_PUBLIC_PORT}"  # the public port, all interfaces
+c.ConfigurableHTTPProxy.should_start = True
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"  # loopback only
+# Not on the volume: a stale pid file from an earlier pod could match a live pid.
+c.ConfigurableHTTPProxy.pid_file = "/tmp/jupyterhub-proxy.pid"
+
+# --- The hub -------------------------------------------------------------------------
+# Listen on all interfaces (user pods come in through the Service), but tell the
+# proxy (and hub-managed services such as the idle culler) to use loopback.
+c.JupyterHub.hub_bind_url = f"http://:{HUB_PORT}"
+c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{HUB_PORT}"
+c.JupyterHub.db_url = f"sqlite:///{STATE_DIR / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(STATE_DIR / "jupyterhub_cookie_secret")
+# A hub restart (new image, new config) leaves running user servers alone.
+c.JupyterHub.cleanup_servers = False
+c.Authenticator.admin_users = {ADMIN_USER}
+
+# --- User servers: one pod each, in this namespace ---------------------------------
+c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+c.KubeSpawner.namespace = NAMESPACE
+# User pods cannot use loopback: they reach the hub through its Service.
+c.KubeSpawner.hub_connect_url = f"http://{HUB_SERVICE_NAME}.{NAMESPACE}.svc:{HUB_PORT}"
+c.KubeSpawner.image = USER_IMAGE
+c.KubeSpawner.image_pull_policy = "IfNotPresent"
+c.KubeSpawner.start_timeout = 300  # a first pull of the user image can be slow
+c.KubeSpawner.http_timeout = 120
+c.KubeSpawner.cpu_guarantee = 0.1
+c.KubeSpawner.mem_guarantee = "512M"
+c.KubeSpawner.mem_limit = "2G"
+# Users' pods run as jovyan, never as root, and cannot gain privileges.
+c.KubeSpawner.uid = 1000
+c.KubeSpawner.gid = 100
+c.KubeSpawner.fs_gid = 100
+c.KubeSpawner.privileged = False
+c.KubeSpawner.allow_privilege_escalation = False
+c.KubeSpawner.container_security_context = {
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# User pods get no Kubernetes API token: they have no business with the API.
+c.KubeSpawner.automount_service_account_token = False
+
+if USER_STORAGE:
+    # One PersistentVolumeClaim per user, created by KubeSpawner, mounted as home.
+    c.KubeSpawner.storage_pvc_ensure = True
+    c.KubeSpawner.pvc_name_template = "claim-{user_server}"
+    c.KubeSpawner.storage_capacity = USER_STORAGE_SIZE
+    c.KubeSpawner.storage_access_modes = ["ReadWriteOnce"]
+    c.KubeSpawner.storage_class = STORAGE_CLASS or None
+    c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}]
+    c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan"}]
+
+if IDLE_CULLING:
+    # The culler runs as a hub-managed service in this container, with only the
+    # scopes it needs to find idle servers and stop them.
+    c.JupyterHub.services = [
+        {
+            "name": "idle-culler",
+            "command": [
+                sys.executable,
+                "-m",
+                "jupyterhub_idle_culler",
+                f"--timeout={IDLE_TIMEOUT_SECONDS}",
+            ],
+        }
+    ]
+    c.JupyterHub.load_roles = [
+        {
+            "name": "idle-culler",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        }
+    ]
+
+load_subconfig(str(Path(__file__).with_name("authenticator_config.py")))  # noqa: F821
