@@ -253,12 +253,26 @@ def check_choice(name, value):
     return None
 
 
+# Checked only where the chosen options use them, so that a mistake elsewhere is
+# reported once, not again through the defaults derived from it.
+USED_ONLY_WITH = {
+    "oauth_authorize_url": ("authenticator", "generic-oauth"),
+    "oauth_token_url": ("authenticator", "generic-oauth"),
+    "oauth_userdata_url": ("authenticator", "generic-oauth"),
+    "kaniko_secret_name": ("kaniko_credentials", "secret"),
+}
+
+
 def problems(context):
     """One line per problem: the variable, its value (JSON-quoted, so on one line) and the rule."""
     lines = []
     for name, rule in list(RULES.items()) + [(n, None) for n in CHOICES]:
         if name not in context:
             continue
+        if name in USED_ONLY_WITH:
+            choice, value = USED_ONLY_WITH[name]
+            if context.get(choice) != value:
+                continue
         value = context[name]
         if not isinstance(value, str):
             problem = "must be a string"

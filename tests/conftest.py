@@ -1,11 +1,14 @@
 """Shared fixtures: baking the template, finding tools, the option matrix."""
 
+import atexit
+import functools
 import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,22 @@ MATRIX = [
 
 def combo_id(combo):
     return "-".join(f"{k}={v}" for k, v in combo.items())
+
+
+@functools.lru_cache(maxsize=None)
+def clean_template():
+    """A copy of just the template (no .venv, no build/): what a user's clone holds.
+
+    cookiecutter copies the whole template directory for the pre_prompt hook, so
+    baking from the checkout itself would copy the virtual environment every time.
+    """
+    dest = Path(tempfile.mkdtemp(prefix="template-")) / "template"
+    dest.mkdir()
+    shutil.copy2(ROOT / "cookiecutter.json", dest)
+    for name in ("hooks", "{{cookiecutter.project}}"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    atexit.register(shutil.rmtree, dest.parent, True)
+    return dest
 
 
 def need_tool(name):
@@ -51,7 +70,7 @@ def bake(cookies_session):
     def _bake(**extra_context):
         key = json.dumps(extra_context, sort_keys=True)
         if key not in cache:
-            result = cookies_session.bake(extra_context=extra_context)
+            result = cookies_session.bake(extra_context=extra_context, template=str(clean_template()))
             if result.exception is not None:
                 raise result.exception
             assert result.exit_code == 0
@@ -62,9 +81,17 @@ def bake(cookies_session):
 
 
 def kustomize(project, overlay):
-    """The overlay rendered by `kubectl kustomize`, as a list of objects."""
+    """The overlay rendered by `kubectl kustomize`, as a list of objects (a fresh copy)."""
+    import copy
+
+    return copy.deepcopy(_kustomize(str(project), overlay))
+
+
+@functools.lru_cache(maxsize=None)
+def _kustomize(project, overlay):
     import yaml
 
+    project = Path(project)
     kubectl = need_tool("kubectl")
     out = subprocess.run(
         [kubectl, "kustomize", str(project / "k8s" / "overlays" / overlay)],
@@ -76,9 +103,10 @@ def kustomize(project, overlay):
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
-def run_cookiecutter(*args, cwd, env=None, template=ROOT):
+def run_cookiecutter(*args, cwd, env=None, template=None):
     """cookiecutter's own command line, as a user runs it."""
     cookiecutter = Path(sys.executable).parent / "cookiecutter"
+    template = template or clean_template()
     return subprocess.run(
         [str(cookiecutter), "--no-input", str(template), *args],
         cwd=cwd,

@@ -1,0 +1,403 @@
+"""The hooks: validation rules, defaults from the environment, and what a bad run leaves behind."""
+
+import hashlib
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, need_tool, run_cookiecutter
+
+
+def load_hook(name):
+    """Import a hook file as it is in the template: the hooks are valid Python unrendered."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "hooks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rules = load_hook("pre_gen_project")
+pre_prompt = load_hook("pre_prompt")
+
+
+# --- The rules, one by one --------------------------------------------------------
+
+GOOD = {
+    "check_namespace": ["lab-ns-1", "a", "ws-7", "x" * 63, "default", "0abc"],
+    "check_subdomain": [
+        "apps.example.org",
+        "127.0.0.1.nip.io",
+        "lab-ns-1-jupyterhub.apps.example.org",
+        "localhost",
+        ".".join(["a" * 63] * 3),
+    ],
+    "check_registry": [
+        "lab-ns-1-registry.apps.example.org",
+        "localhost:5000",
+        "registry.example.org:443/team/sub",
+        "10.0.0.5:5000",
+        "ghcr.io/some-org",
+    ],
+    "check_image_name": ["jupyterhub", "team/hub", "hub.v2", "a__b", "a-b--c"],
+    "check_project": ["jupyterhub-deploy", "My_Hub.2", "x"],
+    "check_quantity": ["10Gi", "1", "500M", "1.5Ti", "0.5Gi"],
+    "check_tag": ["4.4.0", "4.4.0-0.dev.git.1.h1234", "latest", "_x"],
+    "check_pinned_image": [
+        "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0",
+        "jupyter/base-notebook:2025-06-30",
+        "localhost:5000/nb:1",
+        "quay.io/jupyter/scipy-notebook@sha256:" + "a" * 64,
+        "quay.io/jupyter/scipy-notebook:latest@sha256:" + "0" * 64,
+    ],
+    "check_username": ["admin", "jovyan", "a.b-c_d", "x"],
+    "check_https_url": [
+        "https://auth.example.org/realms/x/protocol/openid-connect/auth",
+        "https://idp.example.org:8443/oauth2/authorize?x=1",
+    ],
+    "check_seconds": ["60", "3600", "86400"],
+}
+
+BAD = {
+    "check_namespace": [
+        ("", "RFC 1123 label"),
+        ("Lab", "RFC 1123 label"),
+        ("-lab", "RFC 1123 label"),
+        ("lab-", "RFC 1123 label"),
+        ("lab_ns", "RFC 1123 label"),
+        ("lab.ns", "RFC 1123 label"),
+        ("x" * 64, "at most 63"),
+        ("kube-system", "system namespace"),
+        ("kube-public", "system namespace"),
+        ("a\nb", "RFC 1123 label"),
+    ],
+    "check_subdomain": [
+        ("", "empty"),
+        ("https://apps.example.org", "scheme"),
+        ("apps.example.org/path", "path"),
+        ("apps.example.org:8443", "port"),
+        ("*.apps.example.org", "wildcard"),
+        ("192.168.1.10", "IP address"),
+        ("::1", "IP address"),
+        ("Apps.Example.org", "RFC 1123 subdomain"),
+        ("apps..example.org", "RFC 1123 subdomain"),
+        ("apps.example.org.", "RFC 1123 subdomain"),
+        ("a_b.example.org", "RFC 1123 subdomain"),
+        ("a" * 64 + ".org", "at most 63"),
+        (".".join(["a" * 60] * 5), "at most 253"),
+    ],
+    "check_registry": [
+        ("https://registry.example.org", "scheme"),
+        ("Registry.example.org", "lower case"),
+        ("registry.example.org:0", "1 to 65535"),
+        ("registry.example.org:65536", "1 to 65535"),
+        ("registry.example.org:http", "1 to 65535"),
+        ("registry.example.org/Team", "lower case"),
+        ("registry.example.org/team/", "path component"),
+        ("registry.example.org//x", "path component"),
+        ("reg istry.example.org", "host"),
+        ("*.example.org", "host"),
+    ],
+    "check_image_name": [
+        ("", "1 to 255"),
+        ("JupyterHub", "repository name"),
+        ("hub:latest", "repository name"),
+        ("/hub", "repository name"),
+        ("hub/", "repository name"),
+        ("-hub", "repository name"),
+        ("a" * 256, "1 to 255"),
+    ],
+    "check_project": [
+        ("", "plain directory name"),
+        ("../escape", "plain directory name"),
+        ("a/b", "plain directory name"),
+        (".hidden", "plain directory name"),
+        ("my hub", "plain directory name"),
+        ("x" * 101, "at most 100"),
+    ],
+    "check_quantity": [
+        ("10GB", "quantity"),
+        ("ten", "quantity"),
+        ("-1Gi", "quantity"),
+        ("0", "larger than zero"),
+        ("0Gi", "larger than zero"),
+        ("", "quantity"),
+    ],
+    "check_tag": [("", "image tag"), ("-x", "image tag"), ("a b", "image tag"), ("x" * 129, "image tag")],
+    "check_pinned_image": [
+        ("quay.io/jupyter/base-notebook", "pinned"),
+        ("quay.io/jupyter/base-notebook:latest", "pinned"),
+        ("quay.io/jupyter/base-notebook@sha256:abc", "digest"),
+        ("quay.io/Jupyter/base-notebook:1", "image reference"),
+        ("quay.io:99999/x:1", "registry"),
+    ],
+    "check_username": [("", "user name"), ("Admin", "user name"), ("a b", "user name"), ("-a", "user name")],
+    "check_https_url": [
+        ("http://auth.example.org/x", "https://"),
+        ("https://", "https://"),
+        ('https://auth.example.org/x"y', "quotes"),
+        ("https://auth.example.org:99999/x", "port"),
+        ("https://auth_example/x", "DNS name"),
+    ],
+    "check_seconds": [("59", "at least 60"), ("1h", "whole number"), ("", "whole number")],
+}
+
+
+@pytest.mark.parametrize(
+    "rule,value", [(rule, value) for rule, values in GOOD.items() for value in values]
+)
+def test_rule_accepts(rule, value):
+    assert getattr(rules, rule)(value) is None
+
+
+@pytest.mark.parametrize(
+    "rule,value,says", [(rule, value, says) for rule, cases in BAD.items() for value, says in cases]
+)
+def test_rule_rejects_with_reason(rule, value, says):
+    problem = getattr(rules, rule)(value)
+    assert problem is not None, f"{rule} accepted {value!r}"
+    assert says.lower() in problem.lower()
+    assert "\n" not in problem
+
+
+def test_problems_names_variable_value_and_rule_one_line_each():
+    lines = rules.problems(
+        {"namespace": "Bad NS", "registry": "https://r.example.org", "image_name": 'a"\nb', "tls": "maybe"}
+    )
+    assert len(lines) == 4
+    assert lines[0].startswith('namespace="Bad NS" must be an RFC 1123 label')
+    assert lines[1].startswith('registry="https://r.example.org" must be host[:port][/path]')
+    assert lines[2].startswith('image_name="a\\"\\nb" must be a repository name')
+    assert lines[3] == "tls=\"maybe\" must be one of no, yes"
+
+
+def test_template_defaults_pass_every_rule():
+    from conftest import TEMPLATE
+
+    plain = {k: v for k, v in TEMPLATE.items() if isinstance(v, str) and "{{" not in v}
+    assert rules.problems(plain) == []
+
+
+def test_every_validated_variable_exists_in_the_template():
+    from conftest import TEMPLATE
+
+    assert set(rules.RULES) | set(rules.CHOICES) <= set(TEMPLATE)
+    for name, choices in rules.CHOICES.items():
+        assert tuple(TEMPLATE[name]) == choices, name
+
+
+def test_pre_gen_hook_holds_a_single_jinja_expression():
+    """Anything else in it that looks like Jinja would be rendered by cookiecutter."""
+    text = (ROOT / "hooks" / "pre_gen_project.py").read_text()
+    assert re.findall(r"\{\{.*?\}\}|\{%.*?%\}|\{#", text) == ["{{ cookiecutter | jsonify | tojson }}"]
+
+
+def test_hooks_import_only_the_standard_library():
+    """Users have cookiecutter and nothing else (`pipx install cookiecutter`)."""
+    import sys
+
+    for hook in (ROOT / "hooks").glob("*.py"):
+        imported = re.findall(r"^\s*(?:from|import)\s+([A-Za-z_][A-Za-z0-9_]*)", hook.read_text(), re.M)
+        foreign = [m for m in imported if m not in sys.stdlib_module_names]
+        assert not foreign, f"{hook.name} imports {foreign}"
+
+
+# --- pre_prompt: the defaults -------------------------------------------------------
+
+def test_defaults_from_environment_pure():
+    env = {"SESSION_NAMESPACE": "ws-7", "INGRESS_DOMAIN": "training.example.net", "REGISTRY_HOST": "r:5000"}
+    assert pre_prompt.defaults_from_environment(env, "ignored") == {
+        "namespace": "ws-7",
+        "ingress_domain": "training.example.net",
+        "registry": "r:5000",
+    }
+    assert pre_prompt.defaults_from_environment({}, "from-context") == {"namespace": "from-context"}
+    assert pre_prompt.defaults_from_environment({"SESSION_NAMESPACE": " "}, None) == {}
+
+
+def clean_env(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("SESSION_NAMESPACE", "INGRESS_DOMAIN", "REGISTRY_HOST")}
+    env["KUBECONFIG"] = str(tmp_path / "no-kubeconfig")
+    env.update(extra)
+    return env
+
+
+def read(project, path):
+    return (project / path).read_text(encoding="utf-8")
+
+
+def test_session_environment_fills_namespace_domain_registry(tmp_path):
+    env = clean_env(tmp_path, SESSION_NAMESPACE="ws-7", INGRESS_DOMAIN="training.example.net")
+    result = run_cookiecutter(cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "jupyterhub-deploy"
+    assert 'namespace: "ws-7"' in read(project, "k8s/overlays/development/kustomization.yaml")
+    assert '- host: "ws-7-jupyterhub.training.example.net"' in read(project, "k8s/base/hub-ingress.yaml")
+    assert 'image: "ws-7-registry.training.example.net/jupyterhub"' in read(project, "skaffold.yaml")
+
+
+def test_registry_host_from_environment(tmp_path):
+    env = clean_env(tmp_path, REGISTRY_HOST="registry.session.example.net:5000")
+    result = run_cookiecutter(cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    skaffold = read(tmp_path / "jupyterhub-deploy", "skaffold.yaml")
+    assert 'image: "registry.session.example.net:5000/jupyterhub"' in skaffold
+
+
+def test_command_line_beats_environment(tmp_path):
+    env = clean_env(tmp_path, SESSION_NAMESPACE="ws-7", INGRESS_DOMAIN="training.example.net")
+    result = run_cookiecutter("namespace=lab-ns-1", "ingress_domain=apps.example.org", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    ingress = read(tmp_path / "jupyterhub-deploy", "k8s/base/hub-ingress.yaml")
+    assert '- host: "lab-ns-1-jupyterhub.apps.example.org"' in ingress
+
+
+def write_kubeconfig(path, namespace):
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+  - name: c
+    cluster: {{server: "https://127.0.0.1:1"}}
+users:
+  - name: u
+    user: {{token: not-a-real-token}}
+contexts:
+  - name: ctx
+    context: {{cluster: c, user: u, namespace: {namespace}}}
+current-context: ctx
+"""
+    )
+
+
+def test_kube_context_namespace_fills_namespace(tmp_path):
+    need_tool("kubectl")
+    write_kubeconfig(tmp_path / "kubeconfig", "team-hub")
+    env = clean_env(tmp_path, KUBECONFIG=str(tmp_path / "kubeconfig"))
+    result = run_cookiecutter(cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "jupyterhub-deploy"
+    assert 'namespace: "team-hub"' in read(project, "k8s/overlays/production/kustomization.yaml")
+    assert '"team-hub-jupyterhub.127.0.0.1.nip.io"' in read(project, "k8s/base/hub-ingress.yaml")
+
+
+def test_session_namespace_beats_kube_context(tmp_path):
+    need_tool("kubectl")
+    write_kubeconfig(tmp_path / "kubeconfig", "team-hub")
+    env = clean_env(tmp_path, KUBECONFIG=str(tmp_path / "kubeconfig"), SESSION_NAMESPACE="ws-7")
+    result = run_cookiecutter(cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert 'namespace: "ws-7"' in read(tmp_path / "jupyterhub-deploy", "k8s/overlays/development/kustomization.yaml")
+
+
+def test_no_kubectl_no_cluster_still_generates(tmp_path):
+    """Without kubectl on PATH the hook neither fails nor hangs: the defaults stay."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = clean_env(tmp_path, PATH=str(bin_dir))
+    result = run_cookiecutter(cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert 'namespace: "jupyterhub"' in read(tmp_path / "jupyterhub-deploy", "k8s/overlays/development/kustomization.yaml")
+
+
+def test_hanging_kubectl_is_given_up_on(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "kubectl"
+    fake.write_text("#!/bin/sh\nsleep 60\n")
+    fake.chmod(0o755)
+    env = clean_env(tmp_path, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    result = run_cookiecutter(cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+# --- Bad input: one line per problem, nothing written, nothing changed ----------------
+
+BAD_CLI = [
+    "namespace=Kube_Bad",
+    "ingress_domain=https://apps.example.org",
+    "hostname=*.example.org",
+    "registry=Registry.example.org:99999",
+    "image_name=Hub:latest",
+    "project=my hub",
+]
+
+
+def tree_digest(path):
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(path.rglob("*"))
+    }
+
+
+def test_bad_values_one_error_line_each_and_nothing_written(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cookiecutter("-o", str(out), *BAD_CLI, cwd=tmp_path, env=clean_env(tmp_path))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    named = [line.split("=", 1)[0].removeprefix("error: ") for line in errors[:-1]]
+    assert named == ["project", "namespace", "ingress_domain", "hostname", "registry", "image_name"], result.stderr
+    assert "Traceback" not in result.stderr.split("error: ")[0]
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", BAD_CLI)
+def test_each_bad_value_stops_the_run(tmp_path, bad):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cookiecutter("-o", str(out), bad, cwd=tmp_path, env=clean_env(tmp_path))
+    assert result.returncode != 0
+    variable = bad.split("=")[0]
+    assert f"error: {variable}=" in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_bad_values_leave_an_existing_project_byte_for_byte(tmp_path):
+    out = tmp_path / "out"
+    good = run_cookiecutter("-o", str(out), cwd=tmp_path, env=clean_env(tmp_path))
+    assert good.returncode == 0, good.stderr
+    project = out / "jupyterhub-deploy"
+    (project / "my-notes.txt").write_text("mine\n")
+    before = tree_digest(project)
+    bad = run_cookiecutter(
+        "-o", str(out), "-f", "namespace=kube-system", 'admin_user=x"\n\\', cwd=tmp_path, env=clean_env(tmp_path)
+    )
+    assert bad.returncode != 0
+    assert "error: namespace=" in bad.stderr and "error: admin_user=" in bad.stderr
+    assert tree_digest(project) == before
+
+
+def test_values_with_quotes_newlines_backslashes_do_not_break_the_hook(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    hostile = ["namespace=a'b", 'ingress_domain=x"y', "registry=a\\b", "image_name=a\nb"]
+    result = run_cookiecutter("-o", str(out), *hostile, cwd=tmp_path, env=clean_env(tmp_path))
+    assert result.returncode != 0
+    for name in ("namespace", "ingress_domain", "registry", "image_name"):
+        assert f"error: {name}=" in result.stderr
+    assert "Traceback" not in result.stderr.split("error:")[0]
+    assert list(out.iterdir()) == []
+
+
+def test_bad_choice_from_the_command_line_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cookiecutter("-o", str(out), "authenticator=pam", cwd=tmp_path, env=clean_env(tmp_path))
+    assert result.returncode != 0
+    assert "authenticator" in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_done_when_example(tmp_path):
+    """The issue's own example: the ingress host and the registry follow namespace and domain."""
+    result = run_cookiecutter(
+        "namespace=lab-ns-1", "ingress_domain=apps.example.org", cwd=tmp_path, env=clean_env(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "jupyterhub-deploy"
+    assert '- host: "lab-ns-1-jupyterhub.apps.example.org"' in read(project, "k8s/base/hub-ingress.yaml")
+    assert 'image: "lab-ns-1-registry.apps.example.org/jupyterhub"' in read(project, "skaffold.yaml")
+    assert Path(project / "k8s/overlays/development/hub-secrets.env").exists()
