@@ -49,8 +49,12 @@ c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
 c.JupyterHub.bind_url = f"http://:{PROXY_PUBLIC_PORT}"  # the public port, all interfaces
 c.ConfigurableHTTPProxy.should_start = True
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"  # loopback only
-# Not on the volume: a stale pid file from an earlier pod could match a live pid.
-c.ConfigurableHTTPProxy.pid_file = "/tmp/jupyterhub-proxy.pid"
+# The proxy is this container's child and dies with it, so a pid file found at
+# start is always stale (/tmp is an emptyDir, which outlives container restarts)
+# and JupyterHub would signal whatever process has that pid now: remove it.
+PROXY_PID_FILE = Path("/tmp/jupyterhub-proxy.pid")
+PROXY_PID_FILE.unlink(missing_ok=True)
+c.ConfigurableHTTPProxy.pid_file = str(PROXY_PID_FILE)
 
 # --- The hub -------------------------------------------------------------------------
 # Listen on all interfaces (user pods come in through the Service), but tell the

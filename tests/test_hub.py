@@ -1,0 +1,496 @@
+"""Boot the generated jupyterhub_config.py for real: the venv's `jupyterhub` (the versions
+k8s-hub 4.4.0 pins) and the CHP the Dockerfile pins, on loopback, one hub per case.
+
+For every authenticator: the hub starts CHP itself and becomes healthy through the
+proxy; the proxy's route to the hub is loopback; logging in works the way the
+generated README's "Log in" section says; the idle culler runs (or not) with exactly
+its scopes; a restart on the same volume keeps the sessions, the cookie secret and
+the database. Plus, without a hub: the pod KubeSpawner would create for a user, and
+the one-line refusal when the Secret's variables are missing.
+
+Everything outside the pod is replaced as tests/hubrunner.py describes; no cluster
+is needed (the kube config points at a closed port, and nothing is spawned).
+"""
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+
+from conftest import IN_CI, need_tool
+from hubrunner import (
+    CHP_BIN,
+    NAMESPACE,
+    HubProcess,
+    hub_environment,
+    install_config,
+    read_env_file,
+    run_config_only,
+    xsrf_form,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub")]
+
+CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+ADMIN = "hubadmin"  # not the template's default, so that the test sees it is used
+NATIVE_PASSWORD = "Correct-Horse-Battery-42"  # >= 10 characters, not a common password
+OAUTH_CLIENT = {"OAUTH_CLIENT_ID": "test-client-id", "OAUTH_CLIENT_SECRET": "test-client-secret"}
+USER_IMAGE = "registry.example.org/team/notebook:2026.1"
+
+# One hub per authenticator; user_storage and idle_culling vary across them so that
+# both values of each are booted (the culler's "no" case where an admin can ask the API).
+CASES = {
+    "tmp": dict(authenticator="tmp", user_storage="yes", idle_culling="yes", user_image=USER_IMAGE),
+    "dummy": dict(authenticator="dummy", user_storage="no", idle_culling="no", user_image=USER_IMAGE),
+    "native": dict(authenticator="native", user_storage="yes", idle_culling="yes"),
+    "github": dict(authenticator="github", idle_culling="no", hostname="hub.example.org"),
+    "generic-oauth": dict(
+        authenticator="generic-oauth",
+        idle_culling="yes",
+        tls="yes",
+        hostname="hub.example.org",
+        oauth_authorize_url="https://idp.example.org/oauth2/authorize",
+    ),
+}
+
+
+def bake_case(bake, name):
+    return bake(admin_user=ADMIN, **CASES[name])
+
+
+@pytest.fixture(scope="module")
+def chp():
+    """The configurable-http-proxy that scripts/install-test-tools put into build/chp/."""
+    need_tool("node")
+    path = CHP_BIN / "configurable-http-proxy"
+    if not path.exists():
+        message = f"{path} is missing: run scripts/install-test-tools"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def hubs(chp, tmp_path):
+    """hubs(project, secrets_env) -> HubProcess; every hub and its children die at teardown."""
+    started = []
+
+    def make(project, secrets_env=None):
+        hub = HubProcess(project, tmp_path / f"hub{len(started)}", secrets_env)
+        started.append(hub)
+        return hub
+
+    yield make
+    for hub in started:
+        hub.stop(timeout=10)
+
+
+def secrets_env(project, authenticator):
+    """The variables the Secret hub-secrets would give the hub."""
+    if authenticator == "dummy":
+        # Exactly what post_gen_project generated into the development overlay.
+        return read_env_file(project / "k8s" / "overlays" / "development" / "hub-secrets.env")
+    if authenticator in ("github", "generic-oauth"):
+        return dict(OAUTH_CLIENT)
+    return {}
+
+
+@contextlib.contextmanager
+def hub_log_on_failure(hub):
+    try:
+        yield
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{hub.log_tail(60)}") from None
+
+
+# --- Logging in, as the README says ------------------------------------------------
+
+
+def logged_in_user(session, hub):
+    """The hub's model of the session's user, or None when the session is not logged in."""
+    resp = session.get(f"{hub.url}/hub/api/user", timeout=10, allow_redirects=False)
+    if resp.status_code == 200:
+        return resp.json()
+    assert resp.status_code in (401, 403), f"/hub/api/user: {resp.status_code} {resp.text[:200]}"
+    return None
+
+
+def form_login(hub, username, password, session=None):
+    """The login form, as a browser submits it; the session (logged in or not)."""
+    session = session or requests.Session()
+    form = xsrf_form(session, f"{hub.url}/hub/login", username=username, password=password)
+    # Not following the redirect: it goes to /hub/spawn, which would try to create a pod.
+    resp = session.post(f"{hub.url}/hub/login", data=form, timeout=30, allow_redirects=False)
+    assert resp.status_code in (200, 302, 403), f"POST /hub/login: {resp.status_code}"
+    return session
+
+
+def follow(session, url, stop_paths=("/hub/spawn", "/user/"), hops=10):
+    """Follow redirects by hand, stopping before anything that would start a server."""
+    visited = []
+    for _ in range(hops):
+        resp = session.get(url, timeout=10, allow_redirects=False)
+        visited.append((urlparse(url).path, resp.status_code))
+        location = resp.headers.get("Location")
+        if resp.status_code not in (301, 302, 303, 307) or not location:
+            break
+        url = requests.compat.urljoin(url, location)
+        if urlparse(url).path.startswith(stop_paths):
+            visited.append((urlparse(url).path, "not followed"))
+            break
+    return visited
+
+
+def login_tmp(hub, context):
+    """README: opening / gives every visitor a new, temporary user (no password)."""
+    session = requests.Session()
+    visited = follow(session, f"{hub.url}/")
+    user = logged_in_user(session, hub)
+    assert user is not None, f"opening / did not log in a temporary user; visited {visited}"
+    assert ("/hub/tmplogin", 302) in visited, visited
+    other = requests.Session()
+    follow(other, f"{hub.url}/hub/tmplogin")
+    other_user = logged_in_user(other, hub)
+    assert other_user and other_user["name"] != user["name"], "a second visitor must get a user of their own"
+    return session, user["name"], None
+
+
+def login_dummy(hub, context, secrets):
+    """README: any user name with JUPYTERHUB_USER_PASSWORD; the admin with JUPYTERHUB_ADMIN_PASSWORD."""
+    user_password = secrets["JUPYTERHUB_USER_PASSWORD"]
+    admin_password = secrets["JUPYTERHUB_ADMIN_PASSWORD"]
+
+    alice = form_login(hub, "alice", user_password)
+    model = logged_in_user(alice, hub)
+    assert model and model["name"] == "alice" and not model["admin"], f"alice with the user password: {model}"
+
+    assert logged_in_user(form_login(hub, "mallory", "wrong-password"), hub) is None, "a wrong password logged in"
+    assert logged_in_user(form_login(hub, ADMIN, user_password), hub) is None, (
+        "the admin must not log in with the users' shared password"
+    )
+
+    admin = form_login(hub, ADMIN, admin_password)
+    model = logged_in_user(admin, hub)
+    assert model and model["name"] == ADMIN and model["admin"], f"{ADMIN} with the admin password: {model}"
+    check_admin_page(hub, admin, alice)
+    return alice, "alice", admin
+
+
+def check_admin_page(hub, admin, user):
+    """README: the admin manages users at /hub/admin; other users may not."""
+    resp = admin.get(f"{hub.url}/hub/admin", timeout=10, allow_redirects=False)
+    assert resp.status_code == 200, f"/hub/admin as the admin: {resp.status_code}"
+    resp = user.get(f"{hub.url}/hub/admin", timeout=10, allow_redirects=False)
+    assert resp.status_code == 403, f"/hub/admin as a user: {resp.status_code}"
+
+
+def native_signup(hub, username, password):
+    session = requests.Session()
+    form = xsrf_form(
+        session,
+        f"{hub.url}/hub/signup",
+        username=username,
+        signup_password=password,
+        signup_password_confirmation=password,
+    )
+    resp = session.post(f"{hub.url}/hub/signup", data=form, timeout=30, allow_redirects=False)
+    assert resp.status_code == 200, f"POST /hub/signup as {username}: {resp.status_code}"
+    rows = hub.db_rows("select is_authorized from users_info where username = ?", username)
+    assert rows, f"signing up as {username} created no user (response: {resp.text[-600:]})"
+    return bool(rows[0][0])
+
+
+def login_native(hub, context):
+    """README: sign up as the admin (approved at once), log in; others wait for approval."""
+    assert native_signup(hub, ADMIN, NATIVE_PASSWORD), "the admin must be approved on sign-up"
+    admin = form_login(hub, ADMIN, NATIVE_PASSWORD)
+    model = logged_in_user(admin, hub)
+    assert model and model["name"] == ADMIN and model["admin"], f"the admin could not log in after sign-up: {model}"
+
+    assert not native_signup(hub, "bob", "Bobs-Own-Password-7"), "bob must not be approved on sign-up"
+    assert logged_in_user(form_login(hub, "bob", "Bobs-Own-Password-7"), hub) is None, (
+        "bob logged in before the admin approved him"
+    )
+    # README step 3: the admin approves bob at /hub/authorize; then bob can log in.
+    page = admin.get(f"{hub.url}/hub/authorize", timeout=10)
+    assert page.status_code == 200 and "bob" in page.text, f"/hub/authorize: {page.status_code}"
+    admin.get(f"{hub.url}/hub/authorize/bob", timeout=10, allow_redirects=False)
+    bob = form_login(hub, "bob", "Bobs-Own-Password-7")
+    model = logged_in_user(bob, hub)
+    assert model and model["name"] == "bob" and not model["admin"], f"bob after approval: {model}"
+    check_admin_page(hub, admin, bob)
+    return bob, "bob", admin
+
+
+def check_oauth_redirect(hub, context, authorize_url, button):
+    """README: the login page's button sends the user to the provider, with our callback."""
+    session = requests.Session()
+    page = session.get(f"{hub.url}/hub/login", timeout=10)
+    assert page.status_code == 200, f"/hub/login: {page.status_code}"
+    assert "/hub/oauth_login" in page.text, "the login page has no link to /hub/oauth_login"
+    assert button in page.text, f"the README says to click {button!r}; the login page does not show it"
+
+    resp = session.get(f"{hub.url}/hub/oauth_login", timeout=10, allow_redirects=False)
+    assert resp.status_code == 302, f"/hub/oauth_login: {resp.status_code}"
+    location = resp.headers["Location"]
+    assert location.startswith(authorize_url + "?"), f"redirected to {location}, not to {authorize_url}"
+    query = parse_qs(urlparse(location).query)
+    scheme = "https" if context.get("tls") == "yes" else "http"
+    assert query["redirect_uri"] == [f"{scheme}://{context['hostname']}/hub/oauth_callback"], query
+    assert query["client_id"] == [OAUTH_CLIENT["OAUTH_CLIENT_ID"]], query
+    assert query["response_type"] == ["code"] and query.get("state"), query
+    return None, None, None
+
+
+def log_in(hub, context, secrets):
+    """(session of a logged-in user or None, that user's name, an admin's session or None)."""
+    authenticator = context["authenticator"]
+    if authenticator == "tmp":
+        return login_tmp(hub, context)
+    if authenticator == "dummy":
+        return login_dummy(hub, context, secrets)
+    if authenticator == "native":
+        return login_native(hub, context)
+    if authenticator == "github":
+        return check_oauth_redirect(hub, context, "https://github.com/login/oauth/authorize", "Sign in with GitHub")
+    return check_oauth_redirect(
+        hub, context, context["oauth_authorize_url"], "Sign in with your identity provider"
+    )
+
+
+# --- The idle culler ------------------------------------------------------------------
+
+
+def check_culler(hub, context, admin):
+    from jupyterhub.scopes import expand_scopes
+
+    found = hub.wait_for_process("jupyterhub_idle_culler", timeout=2 if context["idle_culling"] == "no" else 30)
+    roles = dict(hub.db_rows("select name, scopes from roles"))
+    services = [row[0] for row in hub.db_rows("select name from services")]
+    api_services = None
+    if admin is not None:
+        resp = admin.get(f"{hub.url}/hub/api/services", timeout=10)
+        assert resp.status_code == 200, f"/hub/api/services as admin: {resp.status_code}"
+        api_services = resp.json()
+
+    if context["idle_culling"] == "no":
+        assert found is None, f"idle_culling=no, yet the culler runs: {found}"
+        assert services == [] and "idle-culler" not in roles, (services, roles)
+        assert api_services in (None, {}), api_services
+        assert "idle-culler" not in hub.log_text()
+        return
+
+    assert found, "the hub did not start jupyterhub_idle_culler"
+    pid, argv = found
+    assert f"--timeout={context.get('idle_timeout', '3600')}" in argv, argv
+    assert "Starting managed service idle-culler" in hub.log_text()
+    # Its role holds exactly these scopes, and the service holds only that role.
+    assert services == ["idle-culler"], services
+    assert roles.get("idle-culler") == '["' + '", "'.join(CULLER_SCOPES) + '"]', roles.get("idle-culler")
+    if api_services is not None:
+        assert list(api_services) == ["idle-culler"], api_services
+        assert api_services["idle-culler"]["roles"] == ["idle-culler"], api_services
+        assert not api_services["idle-culler"]["admin"], api_services
+    # The token the running culler really holds: the hub says whose it is and what it may do.
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    token = dict(v.decode().split("=", 1) for v in environ if b"=" in v)["JUPYTERHUB_API_TOKEN"]
+    resp = requests.get(f"{hub.url}/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=10)
+    assert resp.status_code == 200, f"the culler's token: {resp.status_code}"
+    model = resp.json()
+    assert (model["kind"], model["name"], model["admin"]) == ("service", "idle-culler", False), model
+    assert set(model["scopes"]) == set(expand_scopes(set(CULLER_SCOPES))), model["scopes"]
+    # And with them it can list the users (its first request), through the loopback hub URL.
+    deadline = time.monotonic() + 20
+    while "200 GET /hub/api/users" not in hub.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert re.search(r"200 GET /hub/api/users\S* \(idle-culler@127\.0\.0\.1\)", hub.log_text()), (
+        "the culler never listed the users successfully"
+    )
+
+
+# --- The tests ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hub_starts_logs_in_and_restarts(bake, hubs, case, record_property):
+    context = CASES[case]
+    project = bake_case(bake, case)
+    secrets = secrets_env(project, context["authenticator"])
+    hub = hubs(project, secrets)
+
+    hub.start()
+    ready = hub.wait_ready(timeout=90)
+    print(f"\n[{case}] hub start to /hub/health 200 through CHP: {ready:.2f}s")
+    record_property("start_to_ready_seconds", round(ready, 2))
+
+    with hub_log_on_failure(hub):
+        # The hub started CHP itself, as its child, with the API on loopback.
+        chp = hub.wait_for_process("configurable-http-proxy", timeout=5)
+        assert chp, "no configurable-http-proxy among the hub's child processes"
+        assert f"--api-port={hub.api_port}" in chp[1] or str(hub.api_port) in chp[1], chp[1]
+
+        # The proxy's route to the hub is loopback (no hairpin through the Service).
+        routes = hub.routes()
+        hub_routes = {spec: r for spec, r in routes.items() if r.get("hub")}
+        assert list(hub_routes) in (["/"], ["/hub/"]), f"routes: {routes}"
+        target = urlparse(next(iter(hub_routes.values()))["target"])
+        assert (target.hostname, target.port) == ("127.0.0.1", hub.hub_port), f"hub route target: {routes}"
+
+        session, username, admin = log_in(hub, context, secrets)
+        check_culler(hub, context, admin)
+
+        secret_file = hub.state_dir / "jupyterhub_cookie_secret"
+        database = hub.state_dir / "jupyterhub.sqlite"
+        cookie_secret = secret_file.read_bytes()
+        assert cookie_secret.strip(), "empty cookie secret"
+
+        # SIGTERM, as Kubernetes stops the pod; the hub stops CHP and its services itself.
+        code = hub.stop()
+        assert code is not None, "the hub did not exit within 20s of SIGTERM"
+        assert not hub.leftovers, f"still running after the hub exited: {hub.leftovers}"
+
+    hub.start()
+    again = hub.wait_ready(timeout=90)
+    print(f"[{case}] restart on the same state to ready: {again:.2f}s")
+    record_property("restart_to_ready_seconds", round(again, 2))
+
+    with hub_log_on_failure(hub):
+        assert secret_file.read_bytes() == cookie_secret, "the cookie secret was regenerated on restart"
+        assert database.is_file(), "the sqlite database is gone after a restart"
+        assert "Writing cookie_secret" not in hub.log_text().split("===== hub start #2")[1]
+        if session is not None:
+            model = logged_in_user(session, hub)
+            assert model and model["name"] == username, f"{username}'s session did not survive the restart: {model}"
+            home = session.get(f"{hub.url}/hub/home", timeout=10, allow_redirects=False)
+            assert home.status_code == 200, f"/hub/home after restart: {home.status_code} {home.headers.get('Location')}"
+        if context["idle_culling"] == "yes":
+            assert hub.wait_for_process("jupyterhub_idle_culler", timeout=30), "no culler after the restart"
+        routes = hub.routes()
+        assert any(r.get("hub") for r in routes.values()), f"no route to the hub after restart: {routes}"
+
+
+class MockUser:
+    """The parts of jupyterhub.user.User that KubeSpawner reads (as in kubespawner's tests)."""
+
+    def __init__(self, name):
+        from jupyterhub.objects import Server
+
+        self.name = self.escaped_name = name
+        self.id = 1
+        self.server = Server(base_url=f"/user/{name}/")
+        self.url = self.server.url
+        self.groups = []
+        self.spawners = {}
+
+    def progress_url(self, server_name=""):
+        return f"/hub/api/users/{self.name}/server/progress"
+
+
+class MockOrmSpawner:
+    name = ""  # the user's default server
+    server = None
+    state = None
+    user_options = None
+
+
+async def pod_manifest(config, username):
+    """The pod KubeSpawner would create, built by KubeSpawner itself (no API calls)."""
+    from jupyterhub.app import JupyterHub
+    from kubespawner import KubeSpawner
+    from kubernetes_asyncio.client import ApiClient
+
+    # The Hub object exactly as the hub builds it from this config (URLs, prefix).
+    app = JupyterHub(config=config)
+    app.init_hub()
+    spawner = KubeSpawner(
+        _mock=True, config=config, user=MockUser(username), hub=app.hub, orm_spawner=MockOrmSpawner()
+    )
+    pod = await spawner.get_pod_manifest()
+    # The namespace is not in the manifest: KubeSpawner creates the pod in spawner.namespace.
+    return spawner.namespace, ApiClient().sanitize_for_serialization(pod)
+
+
+@pytest.mark.parametrize("case", ["tmp", "dummy"])  # user_storage yes, no
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # importing jupyterhub.app in-process
+def test_user_pod(bake, case, tmp_path, monkeypatch):
+    from traitlets.config import PyFileConfigLoader
+
+    context = CASES[case]
+    project = bake_case(bake, case)
+    config_file = install_config(project, tmp_path)
+    env = hub_environment(tmp_path, secrets_env(project, context["authenticator"]))
+    for name in [n for n in os.environ if n not in env]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
+
+    namespace, pod = asyncio.run(pod_manifest(config, "alice"))
+    spec = pod["spec"]
+    [container] = spec["containers"]
+    envs = {e["name"]: e.get("value") for e in container["env"]}
+    summary = f"pod manifest: {pod}"
+
+    assert namespace == NAMESPACE, f"pods go to {namespace!r}, not POD_NAMESPACE {NAMESPACE!r}"
+    assert container["image"] == context["user_image"] and not container["image"].endswith(":latest"), summary
+    # User pods reach the hub through its Service, never through loopback.
+    assert envs["JUPYTERHUB_API_URL"] == f"http://hub.{NAMESPACE}.svc:8081/hub/api", envs
+    assert envs["JUPYTERHUB_ACTIVITY_URL"].startswith(f"http://hub.{NAMESPACE}.svc:8081/hub/api/"), envs
+
+    claims = [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
+    if context["user_storage"] == "yes":
+        assert [v["persistentVolumeClaim"]["claimName"] for v in claims] == ["claim-alice"], spec.get("volumes")
+        [home] = claims
+        mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+        assert mounts.get(home["name"]) == "/home/jovyan", container.get("volumeMounts")
+    else:
+        assert claims == [], f"user_storage=no, yet a claim is mounted: {spec.get('volumes')}"
+
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False, security
+    assert security["runAsUser"] == 1000 and security["runAsNonRoot"] is True, security
+    assert security["capabilities"]["drop"] == ["ALL"], security
+    assert spec["automountServiceAccountToken"] is False, summary
+    # The NetworkPolicies select user pods by these labels.
+    labels = pod["metadata"]["labels"]
+    assert labels.get("app.kubernetes.io/name") == "jupyterhub", labels
+    assert labels.get("app.kubernetes.io/component") == "singleuser-server", labels
+
+
+@pytest.mark.parametrize(
+    "authenticator, given, missing",
+    [
+        ("dummy", {}, "JUPYTERHUB_USER_PASSWORD"),
+        ("dummy", {"JUPYTERHUB_USER_PASSWORD": "a-user-password"}, "JUPYTERHUB_ADMIN_PASSWORD"),
+        # As post_gen_project leaves hub-secrets.env: the OAuth variables present but empty.
+        ("github", "baked", "OAUTH_CLIENT_ID"),
+        ("generic-oauth", {"OAUTH_CLIENT_ID": "an-id", "OAUTH_CLIENT_SECRET": ""}, "OAUTH_CLIENT_SECRET"),
+    ],
+)
+def test_missing_secret_stops_the_hub(bake, tmp_path, authenticator, given, missing):
+    project = bake_case(bake, authenticator)
+    if given == "baked":
+        given = read_env_file(project / "k8s" / "overlays" / "development" / "hub-secrets.env")
+    started = time.monotonic()
+    result = run_config_only(project, tmp_path, given)
+    elapsed = time.monotonic() - started
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0, f"the hub started without {missing}:\n{output[-2000:]}"
+    assert elapsed < 30, f"took {elapsed:.0f}s to give up"
+    assert "Traceback" not in output, output[-2000:]
+    assert len(output.splitlines()) == 1 and missing in output, output[-2000:]
+
+
+def test_missing_namespace_stops_the_hub(bake, tmp_path):
+    project = bake_case(bake, "tmp")
+    result = run_config_only(project, tmp_path, namespace=None)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0 and "Traceback" not in output, output[-2000:]
+    assert len(output.splitlines()) == 1 and "POD_NAMESPACE" in output, output
