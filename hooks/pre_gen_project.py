@@ -15,6 +15,8 @@ import json
 import re
 import sys
 
+# All patterns are applied with fullmatch(): with match(), `$` also matches just
+# before a trailing newline, and "jupyterhub\n" would pass as a namespace.
 # RFC 1123 label: what Kubernetes accepts as a namespace or a Service name.
 LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # One path component of an OCI repository name (distribution/reference grammar).
@@ -41,7 +43,7 @@ def check_label(value):
     """An RFC 1123 label: a namespace."""
     if len(value) > 63:
         return f"is {len(value)} characters long; an RFC 1123 label has at most 63"
-    if not LABEL.match(value):
+    if not LABEL.fullmatch(value):
         return (
             "must be an RFC 1123 label: lower-case letters, digits and '-',"
             " starting and ending with a letter or digit"
@@ -64,11 +66,18 @@ def check_optional_label(value):
 
 
 def _is_ip_address(value):
+    if "%" in value:  # an IPv6 zone (fe80::1%eth0) may hold any character at all
+        return False
     try:
         ipaddress.ip_address(value.strip("[]"))
     except ValueError:
         return False
     return True
+
+
+def _is_port(text):
+    """1 to 65535 in ASCII digits (str.isdigit() also takes '²', which int() refuses)."""
+    return re.fullmatch(r"[0-9]{1,5}", text) is not None and 1 <= int(text) <= 65535
 
 
 def check_subdomain(value):
@@ -90,7 +99,7 @@ def check_subdomain(value):
     for label in value.split("."):
         if len(label) > 63:
             return f"has the label {label[:20]!r}... of {len(label)} characters; a label has at most 63"
-        if not LABEL.match(label):
+        if not LABEL.fullmatch(label):
             return (
                 "must be an RFC 1123 subdomain: dot-separated labels of lower-case letters,"
                 " digits and '-', each starting and ending with a letter or digit"
@@ -112,7 +121,7 @@ def check_registry(value):
     host_port, _, path = value.partition("/")
     host, colon, port = host_port.rpartition(":") if ":" in host_port else (host_port, "", "")
     if colon:
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not _is_port(port):
             return f"has the port {port!r}; a port is a number from 1 to 65535"
     if host != "localhost" and not _is_ip_address(host):
         problem = check_subdomain(host)
@@ -120,7 +129,7 @@ def check_registry(value):
             return f"must be host[:port][/path]; its host {problem}"
     if path or value.endswith("/"):
         for component in path.split("/"):
-            if not REPO_COMPONENT.match(component):
+            if not REPO_COMPONENT.fullmatch(component):
                 return (
                     "must be host[:port][/path]; each path component is lower-case letters"
                     " and digits, separated by '.', '_', '__' or '-'"
@@ -133,7 +142,7 @@ def check_image_name(value):
     if not value or len(value) > 255:
         return "must be 1 to 255 characters long"
     for component in value.split("/"):
-        if not REPO_COMPONENT.match(component):
+        if not REPO_COMPONENT.fullmatch(component):
             return (
                 "must be a repository name: lower-case letters and digits, separated by"
                 " '.', '_', '__' or '-', with '/' between components"
@@ -142,20 +151,25 @@ def check_image_name(value):
 
 
 def check_project(value):
-    """A plain directory name: no path, nothing hidden."""
+    """A plain directory name (no path, nothing hidden) that is also a label value."""
     if len(value) > 100:
         return "must be at most 100 characters long"
-    if not PROJECT.match(value):
+    if not PROJECT.fullmatch(value):
         return (
             "must be a plain directory name: letters, digits, '.', '_' and '-',"
             " starting with a letter or digit (no '/', no spaces)"
+        )
+    if len(value) > 63 or not value[-1].isalnum():
+        return (
+            "is also the app.kubernetes.io/part-of label of every object, so it must be"
+            " at most 63 characters long and end with a letter or digit"
         )
     return None
 
 
 def check_quantity(value):
     """A positive Kubernetes quantity such as 10Gi."""
-    if not QUANTITY.match(value):
+    if not QUANTITY.fullmatch(value):
         return "must be a Kubernetes quantity such as 10Gi or 500Mi"
     number = re.match(r"^[0-9.]+", value).group(0)
     if float(number) <= 0:
@@ -164,7 +178,7 @@ def check_quantity(value):
 
 
 def check_tag(value):
-    if not TAG.match(value):
+    if not TAG.fullmatch(value):
         return "must be an image tag: letters, digits, '_', '.' and '-', at most 128 characters"
     return None
 
@@ -172,13 +186,13 @@ def check_tag(value):
 def check_pinned_image(value):
     """registry/repository:tag or @sha256:digest, never :latest or untagged."""
     name, at, digest = value.partition("@")
-    if at and not DIGEST.match(digest):
+    if at and not DIGEST.fullmatch(digest):
         return "has a malformed digest; it must be sha256: and 64 hex digits"
     last = name.rsplit("/", 1)[-1]
     tag = ""
     if ":" in last:
         name, tag = name.rsplit(":", 1)
-        if not TAG.match(tag):
+        if not TAG.fullmatch(tag):
             return "has a malformed tag"
     if not (tag or at):
         return "must be pinned with a tag or a digest (name:tag or name@sha256:...)"
@@ -190,13 +204,13 @@ def check_pinned_image(value):
         if problem:
             return f"has a bad registry host: it {problem}"
         parts = parts[1:]
-    if not all(REPO_COMPONENT.match(part) for part in parts):
+    if not all(REPO_COMPONENT.fullmatch(part) for part in parts):
         return "must be an image reference such as quay.io/org/image:1.2.3"
     return None
 
 
 def check_username(value):
-    if not USERNAME.match(value):
+    if not USERNAME.fullmatch(value):
         return (
             "must be a JupyterHub user name: 1 to 64 lower-case letters, digits, '.', '_'"
             " and '-', starting and ending with a letter or digit"
@@ -205,11 +219,13 @@ def check_username(value):
 
 
 def check_https_url(value):
-    match = re.match(r"^https://([^/?#\s]+)(/[^\s\"'\\]*)?$", value)
+    if not (value.isascii() and value.isprintable()):
+        return "must be printable ASCII: percent-encode anything else"
+    match = re.fullmatch(r"^https://([^/?#\s]+)(/[^\s\"'\\]*)?$", value)
     if not match:
         return "must be an https:// URL without spaces, quotes or backslashes"
     host = match.group(1).rsplit(":", 1)
-    if len(host) == 2 and not (host[1].isdigit() and 1 <= int(host[1]) <= 65535):
+    if len(host) == 2 and not _is_port(host[1]):
         return "has a bad port; a port is a number from 1 to 65535"
     if check_subdomain(host[0]) and host[0] != "localhost" and not _is_ip_address(host[0]):
         return "has a host that is not a DNS name"
@@ -217,7 +233,7 @@ def check_https_url(value):
 
 
 def check_seconds(value):
-    if not re.match(r"^[0-9]{1,9}$", value) or int(value) < 60:
+    if not re.fullmatch(r"[0-9]{1,9}", value) or int(value) < 60:
         return "must be a whole number of seconds, at least 60"
     return None
 

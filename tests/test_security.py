@@ -1,0 +1,1019 @@
+"""Security properties of every generated project, for every combination of choices.
+
+A. What the manifests allow (both overlays, rendered by `kubectl kustomize`):
+   namespaced RBAC only, a Role with exactly KubeSpawner's needs, a hub pod that
+   meets the restricted Pod Security Standard, Services and NetworkPolicies that
+   tell the hub from user pods.
+B. Where secrets live: only in git-ignored files that a kustomize secretGenerator
+   reads; nothing git would commit looks like a literal secret (and the scanner
+   that says so is shown to find planted ones).
+
+Speed: every combination of conftest.MATRIX is baked once per test run (the bakes
+and renders are shared between xdist workers through files under the session's
+base temp dir); renders are cached by the content of the project's k8s/ tree, so
+the combinations that differ only in kaniko_credentials, registry_insecure or
+idle_culling are rendered once. The template is baked from a copy of its three
+parts (cookiecutter.json, hooks/, {{cookiecutter.project}}/): cookiecutter's
+pre_prompt support copies the whole template directory, .venv included, for
+every run.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from conftest import MATRIX, OVERLAYS, ROOT, TEMPLATE, combo_id, kustomize, need_tool
+
+# --- What KubeSpawner does (jupyterhub-kubespawner 7.0.0) ---------------------------
+
+# The labels KubeSpawner gives every user pod (_build_pod_labels: common_labels,
+# the component label twice, the user and server names).
+# test_user_pod_labels_are_kubespawners checks them against the installed KubeSpawner.
+KUBESPAWNER_COMMON_LABELS = {
+    "app.kubernetes.io/name": "jupyterhub",
+    "app.kubernetes.io/managed-by": "kubespawner",
+    "app": "jupyterhub",
+    "heritage": "jupyterhub",
+}
+KUBESPAWNER_COMPONENT = "singleuser-server"
+KUBESPAWNER_PORT = 8888  # KubeSpawner.__init__ sets it when Spawner.port is left at 0
+
+# The Role KubeSpawner needs without internal_ssl and services_enabled
+# (Zero to JupyterHub's hub Role minus secrets and services, which only those use).
+ROLE_NEEDS = {
+    "pods": {"get", "list", "watch", "create", "delete"},
+    "events": {"list", "watch"},
+}
+ROLE_NEEDS_WITH_STORAGE = {**ROLE_NEEDS, "persistentvolumeclaims": {"get", "create", "delete"}}
+
+# Kinds a namespace owner may create; anything else in a render is a finding.
+NAMESPACED_KINDS = {
+    "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "Deployment",
+    "Service", "Ingress", "NetworkPolicy", "Secret", "ConfigMap",
+}  # fmt: skip
+
+# Volume types the restricted Pod Security Standard allows.
+RESTRICTED_VOLUME_TYPES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+    "persistentVolumeClaim", "projected", "secret",
+}  # fmt: skip
+
+PRIVATE_NETWORKS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
+
+# Extra bakes besides the matrix: the ingress controller's namespace given, and a
+# namespace other than the default (to see it reach every object and subject).
+EXTRA_CASES = [
+    dict(MATRIX[0], ingress_controller_namespace="ingress-nginx"),
+    dict(MATRIX[len(MATRIX) // 2], ingress_controller_namespace="kube-system"),
+    dict(MATRIX[-1], ingress_controller_namespace="projectcontour", namespace="lab-ns-1"),
+    dict(MATRIX[7], namespace="team-hub", ingress_controller_namespace="traefik"),
+]
+CASES = MATRIX + EXTRA_CASES
+
+
+# --- Baking, shared between xdist workers -------------------------------------------
+
+
+def copy_template(dest):
+    """The template's own files, without .venv, .git or caches."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "cookiecutter.json", dest / "cookiecutter.json")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in ("hooks", "{{cookiecutter.project}}"):
+        shutil.copytree(ROOT / part, dest / part, ignore=ignore)
+    return dest
+
+
+def hermetic_env(scratch):
+    """The environment for a cookiecutter run: no workshop variables, no kube config."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SESSION_NAMESPACE", "INGRESS_DOMAIN", "REGISTRY_HOST")}
+    env["KUBECONFIG"] = str(scratch / "no-kubeconfig")
+    # cookiecutter leaves its copy of the template in TMPDIR when a hook fails.
+    env["TMPDIR"] = str(scratch)
+    return env
+
+
+@contextlib.contextmanager
+def locked(lock_path):
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def patched_environ(env):
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def patched_tempdir(path):
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(path)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+
+
+class Bakery:
+    """Bakes and renders once per test run, whichever xdist worker asks first."""
+
+    def __init__(self, shared):
+        self.shared = shared
+        self.renders = {}
+        self.hub_configs = {}
+        with locked(shared / "template.lock"):
+            if not (shared / "template" / "cookiecutter.json").exists():
+                copy_template(shared / "template.tmp")
+                (shared / "template.tmp").rename(shared / "template")
+        self.template = shared / "template"
+        self.scratch = shared / "scratch"
+        self.scratch.mkdir(exist_ok=True)
+        config = shared / "cookiecutter-config.yaml"
+        config.write_text(f"cookiecutters_dir: {shared / 'cookiecutters'}\nreplay_dir: {shared / 'replay'}\n")
+        self.config = config
+
+    def project(self, context):
+        from cookiecutter.main import cookiecutter
+
+        key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:20]
+        out = self.shared / "bakes" / key
+        out.parent.mkdir(exist_ok=True)
+        with locked(self.shared / "bakes" / f"{key}.lock"):
+            if not (out / "done").exists():
+                shutil.rmtree(out, ignore_errors=True)
+                # Hook scripts are rendered into, and left in, the temp dir.
+                with patched_environ(hermetic_env(self.scratch)), patched_tempdir(self.scratch):
+                    path = cookiecutter(
+                        str(self.template),
+                        no_input=True,
+                        extra_context=context,
+                        output_dir=str(out),
+                        config_file=str(self.config),
+                    )
+                (out / "done").write_text(Path(path).name)
+        return out / (out / "done").read_text()
+
+    def render(self, project, overlay):
+        """kubectl kustomize, cached by the content of k8s/ (secret values left out)."""
+        digest = k8s_digest(project)
+        key = f"{digest}-{overlay}"
+        if key not in self.renders:
+            cached = self.shared / "renders" / f"{key}.json"
+            cached.parent.mkdir(exist_ok=True)
+            with locked(self.shared / "renders" / f"{key}.lock"):
+                if not cached.exists():
+                    cached.write_text(json.dumps(kustomize(project, overlay)))
+            self.renders[key] = json.loads(cached.read_text())
+        return self.renders[key]
+
+    def hub_config(self, project):
+        if project not in self.hub_configs:
+            self.hub_configs[project] = load_hub_config(project)
+        return self.hub_configs[project]
+
+
+def k8s_digest(project):
+    """The k8s/ tree's content; of the secrets files only their keys (values are random)."""
+    digest = hashlib.sha256()
+    for path in sorted((project / "k8s").rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if path.name == "hub-secrets.env":
+            data = "\n".join(sorted(env_file(path))).encode()
+        digest.update(str(path.relative_to(project)).encode() + b"\0" + data + b"\0")
+    return digest.hexdigest()[:24]
+
+
+@pytest.fixture(scope="session")
+def bakery(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by all workers of this run
+    shared = base / "security-bakes"
+    shared.mkdir(exist_ok=True)
+    return Bakery(shared)
+
+
+# --- Reading a project --------------------------------------------------------------
+
+
+def env_file(path):
+    """KEY=VALUE lines of an env file, as a dict (comments and blank lines skipped)."""
+    values = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value
+    return values
+
+
+def load_hub_config(project):
+    """Execute the generated jupyterhub_config.py the way JupyterHub does, into a Config."""
+    from traitlets.config import Config
+
+    config = Config()
+    path = project / "jupyterhub_config.py"
+    namespace = {
+        "__file__": str(path),
+        "__name__": "jupyterhub_config",
+        "get_config": lambda: config,
+        "load_subconfig": lambda _path: None,  # authenticator_config.py: checked by text
+    }
+    with patched_environ(dict(os.environ, POD_NAMESPACE="checked-namespace")):
+        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)  # noqa: S102
+    return config
+
+
+def one(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def hub_pod(docs):
+    return one(docs, "Deployment")["spec"]["template"]
+
+
+def user_pod_labels(hub_config):
+    """The labels KubeSpawner gives a user pod under this configuration."""
+    spawner = hub_config.KubeSpawner
+    component = spawner.get("component_label", KUBESPAWNER_COMPONENT)
+    labels = {"hub.jupyter.org/username": "someone"}
+    labels.update(spawner.get("extra_labels", {}))
+    labels.update(spawner.get("common_labels", KUBESPAWNER_COMMON_LABELS))
+    labels.update({"app.kubernetes.io/component": component, "component": component, "hub.jupyter.org/servername": ""})
+    return labels
+
+
+def user_port(hub_config):
+    return hub_config.KubeSpawner.get("port", 0) or KUBESPAWNER_PORT
+
+
+def url_port(url):
+    return urlparse(url.replace("://:", "://0.0.0.0:")).port
+
+
+# --- Label selectors ----------------------------------------------------------------
+
+
+def selects(selector, labels):
+    """Whether a LabelSelector (matchLabels/matchExpressions, or a Service's plain map) selects labels."""
+    if selector is None:
+        return False
+    if "matchLabels" not in selector and "matchExpressions" not in selector:
+        selector = {"matchLabels": selector}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+# --- A. Checks on a render: each returns a list of problems, empty when all is well ---
+
+
+def check_namespaced_only(docs, namespace):
+    problems = []
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] not in NAMESPACED_KINDS:
+            problems.append(f"{where}: kind {doc['kind']} is not a namespaced kind this project may create")
+        if doc["metadata"].get("namespace") != namespace:
+            problems.append(f"{where}: namespace {doc['metadata'].get('namespace')!r}, expected {namespace!r}")
+    return problems
+
+
+def check_role(docs, user_storage):
+    problems = []
+    roles = [d for d in docs if d["kind"] == "Role"]
+    if len(roles) != 1:
+        return [f"expected one Role, found {len(roles)}"]
+    needs = ROLE_NEEDS_WITH_STORAGE if user_storage else ROLE_NEEDS
+    granted = {}
+    for index, rule in enumerate(roles[0].get("rules") or []):
+        where = f"Role/{roles[0]['metadata']['name']} rule {index}"
+        if rule.get("apiGroups") != [""]:
+            problems.append(f"{where}: apiGroups {rule.get('apiGroups')}, only the core API ('') is needed")
+        if rule.get("nonResourceURLs"):
+            problems.append(f"{where}: grants nonResourceURLs {rule['nonResourceURLs']}")
+        for field in ("resources", "verbs", "apiGroups"):
+            if "*" in (rule.get(field) or []):
+                problems.append(f"{where}: '*' in {field}")
+        for resource in rule.get("resources") or []:
+            if resource in ("secrets", "services"):
+                problems.append(f"{where}: grants {resource} (only internal_ssl/services_enabled need them)")
+            granted.setdefault(resource, set()).update(rule.get("verbs") or [])
+    for resource, verbs in sorted(granted.items()):
+        if resource not in needs:
+            problems.append(f"Role grants {resource} {sorted(verbs)}, which KubeSpawner does not use here")
+        elif verbs != needs[resource]:
+            problems.append(f"Role grants {resource} {sorted(verbs)}, KubeSpawner needs exactly {sorted(needs[resource])}")
+    for resource in sorted(set(needs) - set(granted)):
+        problems.append(f"Role lacks {resource} {sorted(needs[resource])}, which KubeSpawner needs")
+    return problems
+
+
+def check_role_binding(docs):
+    problems = []
+    deployment = one(docs, "Deployment")
+    namespace = deployment["metadata"]["namespace"]
+    account = deployment["spec"]["template"]["spec"].get("serviceAccountName")
+    if not account or account == "default":
+        problems.append(f"the hub uses the service account {account!r}; it needs its own")
+    if account not in {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}:
+        problems.append(f"the hub's service account {account!r} is not part of the render")
+    roles = {d["metadata"]["name"] for d in docs if d["kind"] == "Role"}
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    if len(bindings) != 1:
+        problems.append(f"expected one RoleBinding, found {len(bindings)}")
+    for binding in bindings:
+        where = f"RoleBinding/{binding['metadata']['name']}"
+        ref = binding["roleRef"]
+        if ref.get("kind") != "Role" or ref.get("apiGroup") != "rbac.authorization.k8s.io":
+            problems.append(f"{where}: binds {ref.get('kind')} from {ref.get('apiGroup')!r}, not this namespace's Role")
+        elif ref.get("name") not in roles:
+            problems.append(f"{where}: binds Role {ref.get('name')!r}, which the render does not define")
+        if binding["metadata"].get("namespace") != namespace:
+            problems.append(f"{where}: in namespace {binding['metadata'].get('namespace')!r}, the hub is in {namespace!r}")
+        subjects = binding.get("subjects") or []
+        expected = {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+        if [dict(s, namespace=s.get("namespace") or namespace) for s in subjects] != [expected]:
+            problems.append(f"{where}: subjects {subjects}, expected only {expected}")
+    return problems
+
+
+def check_restricted_pod(pod):
+    """The restricted Pod Security Standard, as far as a manifest shows it."""
+    problems = []
+    spec = pod["spec"]
+    pod_context = spec.get("securityContext") or {}
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field):
+            problems.append(f"pod: {field} is set")
+    for volume in spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_TYPES:
+            problems.append(f"volume {volume['name']}: type {sorted(kinds)} is not allowed (restricted)")
+    if pod_context.get("sysctls"):
+        problems.append(f"pod: sysctls {pod_context['sysctls']}")
+    containers = [
+        (kind, c) for kind in ("initContainers", "containers", "ephemeralContainers") for c in spec.get(kind) or []
+    ]
+    if not containers:
+        problems.append("pod has no containers")
+    for kind, container in containers:
+        where = f"{kind[:-1]} {container['name']}"
+        context = container.get("securityContext") or {}
+        if context.get("privileged"):
+            problems.append(f"{where}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation must be false")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            problems.append(f"{where}: capabilities.drop must include ALL")
+        if capabilities.get("add"):
+            problems.append(f"{where}: adds capabilities {capabilities['add']}")
+        non_root = context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
+        if non_root is not True:
+            problems.append(f"{where}: runAsNonRoot must be true (pod or container)")
+        if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+            problems.append(f"{where}: runs as uid 0")
+        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+        if seccomp != "RuntimeDefault":
+            problems.append(f"{where}: seccompProfile {seccomp!r}, expected RuntimeDefault (pod or container)")
+        if context.get("procMount", "Default") != "Default":
+            problems.append(f"{where}: procMount {context['procMount']}")
+        for port in container.get("ports") or []:
+            if port.get("hostPort"):
+                problems.append(f"{where}: hostPort {port['hostPort']}")
+            if port.get("hostIP"):
+                problems.append(f"{where}: hostIP {port['hostIP']}")
+    return problems
+
+
+def check_resources_and_probes(pod):
+    problems = []
+    for container in pod["spec"]["containers"]:
+        resources = container.get("resources") or {}
+        for part in ("requests", "limits"):
+            if not (resources.get(part) or {}).get("memory"):
+                problems.append(f"container {container['name']}: no memory {part[:-1]}")
+        for probe in ("readinessProbe", "livenessProbe"):
+            if not container.get(probe):
+                problems.append(f"container {container['name']}: no {probe}")
+    return problems
+
+
+def container_port(pod, port):
+    """The number of a container port of the pod, by number or name; None if it has no such port."""
+    for container in pod["spec"]["containers"]:
+        for declared in container.get("ports") or []:
+            if port in (declared.get("name"), declared["containerPort"]):
+                return declared["containerPort"]
+    return None
+
+
+def check_services(docs, user_labels):
+    problems = []
+    pod = hub_pod(docs)
+    hub_labels = pod["metadata"]["labels"]
+    for service in (d for d in docs if d["kind"] == "Service"):
+        where = f"Service/{service['metadata']['name']}"
+        selector = service["spec"].get("selector")
+        if not selector:
+            problems.append(f"{where}: no selector")
+            continue
+        if not selects(selector, hub_labels):
+            problems.append(f"{where}: selector {selector} does not select the hub pod {hub_labels}")
+        if selects(selector, user_labels):
+            problems.append(f"{where}: selector {selector} also selects user pods {user_labels}")
+        if service["spec"].get("type", "ClusterIP") != "ClusterIP":
+            problems.append(f"{where}: type {service['spec']['type']}; only the Ingress should publish the hub")
+        for port in service["spec"]["ports"]:
+            if container_port(pod, port.get("targetPort", port["port"])) is None:
+                problems.append(f"{where}: targetPort {port.get('targetPort')!r} is no port of the hub container")
+    return problems
+
+
+def public_port(docs):
+    """The hub container port the Ingress reaches: Ingress backend -> Service port -> targetPort."""
+    pod = hub_pod(docs)
+    ports = set()
+    for ingress in (d for d in docs if d["kind"] == "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                service = one(docs, "Service", backend["name"])
+                wanted = backend["port"].get("name", backend["port"].get("number"))
+                for port in service["spec"]["ports"]:
+                    if wanted in (port.get("name"), port["port"]):
+                        ports.add(container_port(pod, port.get("targetPort", port["port"])))
+    assert len(ports) == 1, f"the Ingress should reach exactly one hub port, reaches {ports}"
+    return ports.pop()
+
+
+def rule_ports(rule, pod=None):
+    """(number or name resolved through the pod, protocol) of each port of a policy rule."""
+    ports = []
+    for port in rule.get("ports") or []:
+        number = port.get("port")
+        if pod is not None and isinstance(number, str):
+            number = container_port(pod, number)
+        ports.append((number, port.get("protocol", "TCP")))
+    return ports
+
+
+def only_pods(peers, labels, not_labels):
+    """Every peer is a same-namespace podSelector that selects labels and not not_labels."""
+    return bool(peers) and all(
+        set(peer) == {"podSelector"} and selects(peer["podSelector"], labels) and not selects(peer["podSelector"], not_labels)
+        for peer in peers
+    )
+
+
+def is_dns_rule(rule):
+    return bool(rule.get("ports")) and {port for port, _ in rule_ports(rule)} == {53}
+
+
+def dns_protocols(rules):
+    return {protocol for rule in rules if is_dns_rule(rule) for _, protocol in rule_ports(rule)}
+
+
+def check_hub_network_policy(docs, user_labels, ingress_namespace, hub_api_port, user_server_port=KUBESPAWNER_PORT):
+    problems = []
+    pod = hub_pod(docs)
+    hub_labels = pod["metadata"]["labels"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], hub_labels)]
+    if len(policies) != 1:
+        return [f"expected one NetworkPolicy selecting the hub pod, found {len(policies)}"]
+    policy = policies[0]
+    where = f"NetworkPolicy/{policy['metadata']['name']}"
+    if selects(policy["spec"]["podSelector"], user_labels):
+        problems.append(f"{where}: selects user pods too")
+    if set(policy["spec"].get("policyTypes") or []) != {"Ingress", "Egress"}:
+        problems.append(f"{where}: policyTypes {policy['spec'].get('policyTypes')}, expected Ingress and Egress")
+    proxy_port = public_port(docs)
+    for index, rule in enumerate(policy["spec"].get("ingress") or []):
+        at = f"{where} ingress rule {index}"
+        ports = {port for port, _ in rule_ports(rule, pod)}
+        peers = rule.get("from") or []
+        if not rule.get("ports"):
+            problems.append(f"{at}: no ports (all ports)")
+        elif None in ports:
+            problems.append(f"{at}: names a port the hub container does not have")
+        elif ports == {proxy_port}:
+            wanted = {"kubernetes.io/metadata.name": ingress_namespace} if ingress_namespace else None
+            for peer in peers or [{}]:
+                selector = peer.get("namespaceSelector")
+                if set(peer) != {"namespaceSelector"} or (
+                    selector != ({"matchLabels": wanted} if wanted else {})
+                ):
+                    problems.append(
+                        f"{at}: lets {peer or 'anyone'} reach the proxy port; expected the ingress controller's"
+                        f" namespace ({ingress_namespace or 'any namespace, as none was given'})"
+                    )
+        elif ports == {hub_api_port}:
+            if not only_pods(peers, user_labels, hub_labels):
+                problems.append(f"{at}: lets {peers or 'anyone'} reach the hub API; expected user pods only")
+        else:
+            problems.append(f"{at}: opens ports {sorted(ports, key=str)}, only {proxy_port} and {hub_api_port} are needed")
+    egress = policy["spec"].get("egress") or []
+    for index, rule in enumerate(egress):
+        at = f"{where} egress rule {index}"
+        ports = {port for port, _ in rule_ports(rule)}
+        if is_dns_rule(rule):
+            continue
+        if rule.get("ports") and ports <= {443, 6443} and {p for _, p in rule_ports(rule)} == {"TCP"}:
+            continue  # the API server (and OAuth providers), whose addresses differ between clusters
+        if ports == {user_server_port} and only_pods(rule.get("to") or [], user_labels, hub_labels):
+            continue  # the proxy forwards to user servers
+        problems.append(f"{at}: allows {rule}, which is neither DNS, the API server nor user servers")
+    if dns_protocols(egress) != {"UDP", "TCP"}:
+        problems.append(f"{where}: DNS egress on 53 allows {sorted(dns_protocols(egress))}, expected UDP and TCP")
+    if not any(443 in {p for p, _ in rule_ports(rule)} or 6443 in {p for p, _ in rule_ports(rule)} for rule in egress):
+        problems.append(f"{where}: no egress to the API server (443/6443)")
+    return problems
+
+
+def check_singleuser_network_policy(docs, user_labels, user_server_port, hub_api_port):
+    problems = []
+    hub_labels = hub_pod(docs)["metadata"]["labels"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], user_labels)]
+    if len(policies) != 1:
+        return [f"expected one NetworkPolicy selecting user pods, found {len(policies)}"]
+    policy = policies[0]
+    where = f"NetworkPolicy/{policy['metadata']['name']}"
+    if selects(policy["spec"]["podSelector"], hub_labels):
+        problems.append(f"{where}: selects the hub pod too")
+    if set(policy["spec"].get("policyTypes") or []) != {"Ingress", "Egress"}:
+        problems.append(f"{where}: policyTypes {policy['spec'].get('policyTypes')}, expected Ingress and Egress")
+    for index, rule in enumerate(policy["spec"].get("ingress") or []):
+        at = f"{where} ingress rule {index}"
+        if not only_pods(rule.get("from") or [], hub_labels, user_labels):
+            problems.append(f"{at}: lets {rule.get('from') or 'anyone'} in; expected the hub pod only")
+        if rule_ports(rule) != [(user_server_port, "TCP")]:
+            problems.append(f"{at}: ports {rule_ports(rule)}, expected the user server's {user_server_port}/TCP")
+    egress = policy["spec"].get("egress") or []
+    for index, rule in enumerate(egress):
+        at = f"{where} egress rule {index}"
+        peers = rule.get("to") or []
+        if is_dns_rule(rule):
+            continue
+        if rule_ports(rule) == [(hub_api_port, "TCP")] and only_pods(peers, hub_labels, user_labels):
+            continue
+        blocks = [peer.get("ipBlock") for peer in peers]
+        if peers and all(blocks) and all(internet_only(block) for block in blocks):
+            continue
+        problems.append(f"{at}: allows {rule}, which is neither DNS, the hub API nor the internet")
+    if dns_protocols(egress) != {"UDP", "TCP"}:
+        problems.append(f"{where}: DNS egress on 53 allows {sorted(dns_protocols(egress))}, expected UDP and TCP")
+    return problems
+
+
+def internet_only(block):
+    """An ipBlock that leaves out the private networks and the cloud metadata address."""
+    network = ipaddress.ip_network(block["cidr"])
+    excepted = [ipaddress.ip_network(e) for e in block.get("except") or []]
+    for private in map(ipaddress.ip_network, PRIVATE_NETWORKS):
+        if private.version == network.version and private.overlaps(network):
+            if not any(private.subnet_of(e) for e in excepted if e.version == private.version):
+                return False
+    return True
+
+
+def check_policy_ports_exist(docs):
+    """Ports the policies name for the hub pod are ports its container declares."""
+    problems = []
+    pod = hub_pod(docs)
+    hub_labels = pod["metadata"]["labels"]
+    for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        where = f"NetworkPolicy/{policy['metadata']['name']}"
+        rules = []
+        if selects(policy["spec"]["podSelector"], hub_labels):
+            rules += policy["spec"].get("ingress") or []  # ports of the hub pod itself
+        for rule in policy["spec"].get("egress") or []:
+            if (rule.get("to") or []) and all(selects(p.get("podSelector"), hub_labels) for p in rule["to"]):
+                rules.append(rule)  # ports of the hub pod as a destination
+        for rule in rules:
+            for port in rule.get("ports") or []:
+                if container_port(pod, port["port"]) is None:
+                    problems.append(f"{where}: port {port['port']!r} is no port of the hub container")
+    return problems
+
+
+# --- A. The tests ---------------------------------------------------------------------
+
+
+def context_of(case):
+    return {"namespace": TEMPLATE["namespace"], "ingress_controller_namespace": "", **case}
+
+
+@pytest.fixture
+def render(bakery):
+    def _render(case, overlay):
+        project = bakery.project(case)
+        return bakery.render(project, overlay), bakery.hub_config(project), project
+
+    return _render
+
+
+def assert_no_problems(problems):
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("case", CASES, ids=combo_id)
+def test_rbac_is_namespaced_and_minimal(render, case, overlay):
+    docs, _, _ = render(case, overlay)
+    assert_no_problems(
+        check_namespaced_only(docs, context_of(case)["namespace"])
+        + check_role(docs, case["user_storage"] == "yes")
+        + check_role_binding(docs)
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("case", CASES, ids=combo_id)
+def test_hub_pod_is_restricted_with_requests_limits_and_probes(render, case, overlay):
+    docs, _, _ = render(case, overlay)
+    assert_no_problems(check_restricted_pod(hub_pod(docs)) + check_resources_and_probes(hub_pod(docs)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("case", CASES, ids=combo_id)
+def test_services_select_the_hub_and_never_user_pods(render, case, overlay):
+    docs, hub_config, _ = render(case, overlay)
+    assert_no_problems(check_services(docs, user_pod_labels(hub_config)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("case", CASES, ids=combo_id)
+def test_network_policies_fence_hub_and_user_pods(render, case, overlay):
+    docs, hub_config, _ = render(case, overlay)
+    users = user_pod_labels(hub_config)
+    hub_api_port = url_port(hub_config.JupyterHub.hub_bind_url)
+    assert container_port(hub_pod(docs), hub_api_port), f"the hub container does not declare the hub port {hub_api_port}"
+    assert public_port(docs) == url_port(hub_config.JupyterHub.bind_url), "the Ingress does not reach the proxy port"
+    assert_no_problems(
+        check_hub_network_policy(
+            docs, users, context_of(case)["ingress_controller_namespace"], hub_api_port, user_port(hub_config)
+        )
+        + check_singleuser_network_policy(docs, users, user_port(hub_config), hub_api_port)
+        + check_policy_ports_exist(docs)
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=combo_id)
+def test_kubespawner_extras_that_need_more_rbac_stay_off(bakery, case):
+    """internal_ssl needs secrets, services_enabled needs services: the Role grants neither."""
+    project = bakery.project(case)
+    config = bakery.hub_config(project)
+    assert config.JupyterHub.get("internal_ssl", False) is False
+    for section in ("Spawner", "KubeSpawner"):
+        assert config[section].get("services_enabled", False) is False, section
+    # The authenticator's own file is loaded by load_subconfig; it must not turn them on either.
+    text = (project / "authenticator_config.py").read_text(encoding="utf-8")
+    assert not re.search(r"internal_ssl|services_enabled", text)
+
+
+def test_user_pod_labels_are_kubespawners():
+    """The label set the checks use is what the installed KubeSpawner gives user pods."""
+    kubespawner = pytest.importorskip("kubespawner")
+    traits = kubespawner.KubeSpawner.class_traits()
+    assert traits["common_labels"].default() == KUBESPAWNER_COMMON_LABELS
+    assert traits["component_label"].default() == KUBESPAWNER_COMPONENT
+
+
+# A negative control for the checks above: each broken manifest is caught.
+def test_checks_catch_broken_manifests(render):
+    import copy
+
+    case = next(c for c in MATRIX if c["user_storage"] == "yes" and c["authenticator"] == "dummy")
+    docs, hub_config, _ = render(case, "development")
+    users = user_pod_labels(hub_config)
+
+    def broken(change):
+        mutated = copy.deepcopy(docs)
+        change(mutated)
+        return mutated
+
+    def role(d):
+        return one(d, "Role")
+
+    assert check_role(broken(lambda d: role(d)["rules"][0]["verbs"].append("*")), True)
+    assert check_role(broken(lambda d: role(d)["rules"][0]["resources"].append("secrets")), True)
+    assert check_role(docs, False), "storage rules present although user_storage=no would be wrong"
+    assert check_namespaced_only(broken(lambda d: d.append({"kind": "ClusterRole", "metadata": {"name": "x"}})), "jupyterhub")
+    assert check_role_binding(broken(lambda d: one(d, "RoleBinding")["roleRef"].update(kind="ClusterRole")))
+    def container(d):
+        return hub_pod(d)["spec"]["containers"][0]
+
+    assert check_restricted_pod(hub_pod(broken(lambda d: hub_pod(d)["spec"].update(hostNetwork=True))))
+    assert check_restricted_pod(
+        hub_pod(broken(lambda d: hub_pod(d)["spec"]["volumes"].append({"name": "h", "hostPath": {"path": "/"}})))
+    )
+    assert check_restricted_pod(hub_pod(broken(lambda d: container(d)["securityContext"].pop("allowPrivilegeEscalation"))))
+    assert check_restricted_pod(hub_pod(broken(lambda d: container(d)["securityContext"]["capabilities"].update(add=["NET_ADMIN"]))))
+    assert check_restricted_pod(hub_pod(broken(lambda d: hub_pod(d)["spec"]["securityContext"].pop("seccompProfile"))))
+    assert check_restricted_pod(hub_pod(broken(lambda d: container(d)["ports"][0].update(hostPort=80))))
+    assert check_resources_and_probes(hub_pod(broken(lambda d: container(d).pop("livenessProbe"))))
+    assert check_resources_and_probes(hub_pod(broken(lambda d: container(d)["resources"].pop("limits"))))
+    assert check_services(broken(lambda d: one(d, "Service")["spec"]["selector"].pop("app.kubernetes.io/component")), users)
+    assert check_hub_network_policy(
+        broken(lambda d: one(d, "NetworkPolicy", "hub")["spec"]["ingress"][1].pop("from")), users, "", 8081
+    )
+    assert check_singleuser_network_policy(
+        broken(lambda d: one(d, "NetworkPolicy", "singleuser")["spec"]["podSelector"]["matchLabels"].pop("app.kubernetes.io/component")),
+        users, KUBESPAWNER_PORT, 8081,
+    )  # fmt: skip
+    assert check_policy_ports_exist(
+        broken(lambda d: one(d, "NetworkPolicy", "hub")["spec"]["ingress"][0]["ports"][0].update(port="proxy"))
+    )
+
+
+# --- B. Secrets -----------------------------------------------------------------------
+
+SECRET_NAME = (
+    r"[A-Za-z0-9_.-]*(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
+    r"|credentials?|[_.-]key|^key)[A-Za-z0-9_.-]*"
+)
+ASSIGNMENT = re.compile(
+    rf"""(?P<name>{SECRET_NAME})["']?\s*(?::=|=|:)\s*["']?(?P<value>[A-Za-z0-9+/=_.~-]{{21,}})(?=["'\s,;)}}\]]|$)""",
+    re.IGNORECASE | re.MULTILINE,
+)
+PATTERNS = {
+    "private key block": re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
+    "GitHub token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+    "AWS access key id": re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b"),
+    "Slack token": re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+    "Google API key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}"),
+    "JSON web token": re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
+    "password in a URL": re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@\"'{}]+:[^/\s@\"'{}$<]{3,}@[^\s/]"),
+    "docker registry auth": re.compile(r"\"auth\"\s*:\s*\"[A-Za-z0-9+/]{8,}=*\""),
+}
+BASE64_BLOB = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+PLACEHOLDER = re.compile(r"replace|example|changeme|change-me|your[-_]|xxxx|dummy|placeholder|redacted", re.IGNORECASE)
+# Lower-case words and separators: kaniko-docker-config, app.kubernetes.io/name (random tokens mix cases).
+WORDS = re.compile(r"^[a-z]+(?:[-_./][a-z]+|[-_.][0-9]+)*$")
+
+
+def entropy(text):
+    """Shannon entropy in bits per character."""
+    counts = {c: text.count(c) for c in set(text)}
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+
+
+def looks_random(value):
+    if PLACEHOLDER.search(value) or WORDS.match(value):
+        return False
+    classes = sum(bool(re.search(p, value)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
+    return classes >= 2 and entropy(value) >= 3.5
+
+
+def scan_text(text):
+    """(line number, what) for everything in text that looks like a literal secret."""
+    findings = []
+    for line_number, line in enumerate(text.splitlines(), 1):
+        for what, pattern in PATTERNS.items():
+            if pattern.search(line):
+                findings.append((line_number, what))
+        for match in ASSIGNMENT.finditer(line):
+            if looks_random(match.group("value")):
+                findings.append((line_number, f"high-entropy value assigned to {match.group('name')}"))
+        for match in BASE64_BLOB.finditer(line):
+            if entropy(match.group(0)) >= 4.5 and looks_random(match.group(0)):
+                findings.append((line_number, "base64 blob"))
+    for document in yaml_documents(text):
+        if isinstance(document, dict) and document.get("kind") == "Secret":
+            for field in ("data", "stringData"):
+                if any(v not in (None, "") for v in (document.get(field) or {}).values()):
+                    findings.append((0, f"Secret {document.get('metadata', {}).get('name')} with literal {field}"))
+        if isinstance(document, dict) and document.get("kind") == "Kustomization":
+            for generator in document.get("secretGenerator") or []:
+                if generator.get("literals"):
+                    findings.append((0, f"secretGenerator {generator.get('name')} with literals"))
+    return findings
+
+
+def yaml_documents(text):
+    if "apiVersion:" not in text and "kind:" not in text:
+        return []
+    try:
+        return [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError:
+        return []
+
+
+def scan_files(root, paths):
+    """'path:line: what' for every finding in the given files under root."""
+    findings = []
+    for relative in paths:
+        data = (root / relative).read_bytes()
+        if b"\0" in data:
+            findings.append(f"{relative}: binary file (cannot be checked for secrets)")
+            continue
+        for line, what in scan_text(data.decode("utf-8", errors="replace")):
+            findings.append(f"{relative}:{line}: {what}")
+    return findings
+
+
+def git(repo, *args, check=True):
+    result = subprocess.run(
+        [need_tool("git"), "-C", str(repo), *args], capture_output=True, text=True, check=False
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def git_copy(project, dest):
+    """A copy of the project, `git init`ed: what a user commits."""
+    shutil.copytree(project, dest, symlinks=True)
+    git(dest, "init", "-q")
+    return dest
+
+
+def committed_files(repo):
+    """The files `git add .` would add: untracked and not ignored."""
+    listed = git(repo, "ls-files", "--others", "--exclude-standard", "-z").stdout
+    return sorted(p for p in listed.split("\0") if p)
+
+
+def is_ignored(repo, path):
+    return git(repo, "check-ignore", "-q", "--", str(path), check=False).returncode == 0
+
+
+def secret_sources(kustomization):
+    """Files a kustomization's secretGenerator reads (envs, env and files, 'key=path' too)."""
+    sources = []
+    for generator in kustomization.get("secretGenerator") or []:
+        sources += generator.get("envs") or []
+        sources += [generator["env"]] if generator.get("env") else []
+        sources += [entry.split("=", 1)[-1] for entry in generator.get("files") or []]
+    return sources
+
+
+def required_env(project):
+    """The environment variables the chosen authenticator refuses to start without."""
+    text = (project / "authenticator_config.py").read_text(encoding="utf-8")
+    return set(re.findall(r"require_env\(\s*\"([A-Z0-9_]+)\"", text))
+
+
+@pytest.mark.parametrize("case", CASES, ids=combo_id)
+def test_secrets_come_from_git_ignored_files(bakery, case, tmp_path):
+    project = bakery.project(case)
+    repo = git_copy(project, tmp_path / "repo")
+    needed = required_env(project)
+    example = repo / "hub-secrets.env.example"
+    for overlay in OVERLAYS:
+        directory = Path("k8s/overlays") / overlay
+        kustomization = yaml.safe_load((repo / directory / "kustomization.yaml").read_text(encoding="utf-8"))
+        sources = secret_sources(kustomization)
+        docs = bakery.render(project, overlay)
+        secrets = [d for d in docs if d["kind"] == "Secret"]
+        generators = {g["name"] for g in kustomization.get("secretGenerator") or []}
+        for source in sources:
+            assert is_ignored(repo, directory / source), f"{directory / source} is read by a secretGenerator but git would commit it"
+            assert (repo / directory / source).exists(), f"post_gen_project.py did not create {directory / source}"
+            mode = stat.S_IMODE((repo / directory / source).stat().st_mode)
+            assert mode & 0o077 == 0, f"{directory / source} has mode {oct(mode)}; others can read it"
+        for secret in secrets:
+            assert any(secret["metadata"]["name"].startswith(f"{g}-") for g in generators), (
+                f"Secret {secret['metadata']['name']} in {overlay} does not come from a secretGenerator"
+            )
+        provided = set().union(*(secret.get("data", {}) for secret in secrets)) if secrets else set()
+        assert needed <= provided, f"{overlay}: the authenticator needs {sorted(needed - provided)}, no Secret provides them"
+        container = hub_pod(docs)["spec"]["containers"][0]
+        references = [e["secretRef"]["name"] for e in container.get("envFrom") or [] if "secretRef" in e]
+        assert sorted(references) == sorted(s["metadata"]["name"] for s in secrets), (
+            f"{overlay}: the hub reads Secrets {references}, the overlay generates {[s['metadata']['name'] for s in secrets]}"
+        )
+        if needed:
+            assert sources, f"{overlay}: the authenticator needs {sorted(needed)} but no secretGenerator reads a file"
+    if needed:
+        assert example.exists() and not is_ignored(repo, "hub-secrets.env.example")
+        for name, value in env_file(example).items():
+            assert value == "" or value.startswith("replace-with-") or value in ("true", "false"), (
+                f"hub-secrets.env.example: {name} holds {value!r}, not a placeholder"
+            )
+        assert needed <= set(env_file(example)), "the example does not list every secret the hub needs"
+    else:
+        assert not example.exists(), "an example secrets file for an authenticator that needs no secrets"
+    skaffold = yaml.safe_load((repo / "skaffold.yaml").read_text(encoding="utf-8"))
+    docker_config = ((skaffold["build"].get("cluster") or {}).get("dockerConfig") or {}).get("path")
+    if docker_config:
+        assert docker_config.startswith(("~", "/")) or is_ignored(repo, docker_config), (
+            f"skaffold reads registry credentials from {docker_config}, which git would commit"
+        )
+
+
+@pytest.mark.parametrize("case", CASES, ids=combo_id)
+def test_committed_files_hold_no_literal_secrets(bakery, case, tmp_path):
+    repo = git_copy(bakery.project(case), tmp_path / "repo")
+    files = committed_files(repo)
+    assert "jupyterhub_config.py" in files and ".gitignore" in files, files
+    assert not any(Path(f).name == "hub-secrets.env" for f in files), files
+    assert_no_problems(scan_files(repo, files))
+
+
+# --- B. The scanner fails when it should ----------------------------------------------
+
+PLANTED = {
+    "private key": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    "rsa key": "key: |\n  -----BEGIN RSA PRIVATE KEY-----\n  MIIEowIBAAKCAQEA\n",
+    "github token": "GITHUB_TOKEN=ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5" + "\n",
+    "github pat": "token = 'github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz'\n",
+    "aws key id": "aws_access_key_id = AKIAIOSFODNN7EXAMPLF\n",
+    "aws secret": "aws_secret_access_key = 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\n",
+    "password": "JUPYTERHUB_ADMIN_PASSWORD=Qm7xY2_kP9vLr4TzW8nB3cDf6HjK1sGa5uE0\n",
+    "python secret": 'c.GitHubOAuthenticator.client_secret = "3f9a8c7e6d5b4a3f2e1d0c9b8a7f6e5d4c3b2a19"\n',
+    "yaml token": "metadata:\n  name: x\napiToken: 'Zx81bQ0pL2mN4vR6tY8uI0oP3aS5dF7gH9jK'\n",
+    "secret data": "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hub\ndata:\n  password: aHVudGVyMg==\n",
+    "secret stringData": "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hub\nstringData:\n  password: hunter2\n",
+    "generator literals": (
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nsecretGenerator:\n"
+        "  - name: hub-secrets\n    literals: [OAUTH_CLIENT_SECRET=abc]\n"
+    ),
+    "base64 blob": "blob: 'TWFueSBoYW5kcyBtYWtlIGxpZ2h0IHdvcmsuIFJhbmRvbSA5ODc2NTQzMjE=xYz'\n",
+    "docker auth": '{"auths": {"r.example.org": {"auth": "dXNlcjpodW50ZXIy"}}}\n',
+    "url credentials": "REGISTRY=https://robot:s3cr3tPassw0rd@registry.internal.org/v2/\n",
+    "slack": "SLACK=xoxb-123456789012-abcdefghijkl\n",
+    "jwt": "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U\n",
+}
+
+CLEAN = {
+    "placeholders": "JUPYTERHUB_ADMIN_PASSWORD=replace-with-an-admin-password-of-32-characters-or-more\nOAUTH_CLIENT_SECRET=\n",
+    "env lookup": 'c.GitHubOAuthenticator.client_secret = require_env(\n    "OAUTH_CLIENT_SECRET", "the client secret"\n)\n',
+    "names": "dockerConfig:\n  secretName: \"kaniko-docker-config\"\nsecretRef:\n  name: hub-secrets\n",
+    "selector key": "- key: app.kubernetes.io/component\n  operator: In\n",
+    "image digest": "user_image: quay.io/jupyter/scipy-notebook@sha256:" + "0123456789abcdef" * 4 + "\n",
+    "url": "token_url: https://auth.example.org/realms/jupyterhub/protocol/openid-connect/token\n",
+    "short": "JUPYTERHUB_USER_PASSWORD=\ntoken: abc\n",
+}
+
+
+@pytest.mark.parametrize("name", PLANTED)
+def test_scanner_finds_planted_secret(name, tmp_path):
+    planted = tmp_path / "planted.txt"
+    planted.write_text(PLANTED[name], encoding="utf-8")
+    assert scan_files(tmp_path, ["planted.txt"]), f"the scanner missed a planted {name}"
+
+
+@pytest.mark.parametrize("name", CLEAN)
+def test_scanner_passes_what_is_no_secret(name):
+    assert scan_text(CLEAN[name]) == []
+
+
+def test_scan_of_a_project_with_a_planted_secret_fails(bakery, tmp_path):
+    """The whole path: a baked project, git's view of it, the scan."""
+    case = next(c for c in MATRIX if c["authenticator"] == "dummy")
+    repo = git_copy(bakery.project(case), tmp_path / "repo")
+    assert scan_files(repo, committed_files(repo)) == []
+    generated = repo / "k8s/overlays/development/hub-secrets.env"
+    # The generated secrets file would be caught if git committed it...
+    assert scan_files(repo, [generated.relative_to(repo)]), "the generated admin password is not recognised"
+    # ...and is caught as soon as it is no longer ignored.
+    (repo / ".gitignore").write_text("# nothing ignored\n")
+    findings = scan_files(repo, committed_files(repo))
+    assert any(f.startswith("k8s/overlays/development/hub-secrets.env:") for f in findings), findings
+    # A password pasted into a committed file is caught as well.
+    (repo / ".gitignore").write_text((ROOT / "{{cookiecutter.project}}" / ".gitignore").read_text())
+    (repo / "hub-secrets.env.example").write_text(generated.read_text())
+    findings = scan_files(repo, committed_files(repo))
+    assert any(f.startswith("hub-secrets.env.example:") for f in findings), findings
