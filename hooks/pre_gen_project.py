@@ -112,6 +112,11 @@ def check_optional_subdomain(value):
     return None if value == "" else check_subdomain(value)
 
 
+def _is_repository_path(path):
+    """'/'-separated OCI repository components, none of them empty."""
+    return all(REPO_COMPONENT.fullmatch(component) for component in path.split("/"))
+
+
 def check_registry(value):
     """host[:port][/path], lower case, no scheme."""
     if "://" in value:
@@ -127,13 +132,11 @@ def check_registry(value):
         problem = check_subdomain(host)
         if problem:
             return f"must be host[:port][/path]; its host {problem}"
-    if path or value.endswith("/"):
-        for component in path.split("/"):
-            if not REPO_COMPONENT.fullmatch(component):
-                return (
-                    "must be host[:port][/path]; each path component is lower-case letters"
-                    " and digits, separated by '.', '_', '__' or '-'"
-                )
+    if (path or value.endswith("/")) and not _is_repository_path(path):
+        return (
+            "must be host[:port][/path]; each path component is lower-case letters"
+            " and digits, separated by '.', '_', '__' or '-'"
+        )
     return None
 
 
@@ -141,12 +144,11 @@ def check_image_name(value):
     """A repository name inside the registry: lower-case path components."""
     if not value or len(value) > 255:
         return "must be 1 to 255 characters long"
-    for component in value.split("/"):
-        if not REPO_COMPONENT.fullmatch(component):
-            return (
-                "must be a repository name: lower-case letters and digits, separated by"
-                " '.', '_', '__' or '-', with '/' between components"
-            )
+    if not _is_repository_path(value):
+        return (
+            "must be a repository name: lower-case letters and digits, separated by"
+            " '.', '_', '__' or '-', with '/' between components"
+        )
     return None
 
 
@@ -204,7 +206,7 @@ def check_pinned_image(value):
         if problem:
             return f"has a bad registry host: it {problem}"
         parts = parts[1:]
-    if not all(REPO_COMPONENT.fullmatch(part) for part in parts):
+    if not _is_repository_path("/".join(parts)):
         return "must be an image reference such as quay.io/org/image:1.2.3"
     return None
 
