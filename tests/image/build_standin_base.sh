@@ -446,6 +446,27 @@ npm_get() {   # effective value of npm setting $1 on the host, or empty
 } >"$OVERLAY/etc/npmrc"
 log "npmrc for the image: $(grep -v '^#' "$OVERLAY/etc/npmrc" | tr '\n' ' ')"
 
+# Files that buildah's RUN mounts over (it would otherwise create them as
+# empty 0755 files in the image) and a debian:*-slim style dpkg filter (the
+# real image's base, python:3.12-slim-bookworm, has the same) to keep docs,
+# man pages and translations out of the image.
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$OVERLAY/etc/hosts"
+: >"$OVERLAY/etc/resolv.conf"
+echo localhost >"$OVERLAY/etc/hostname"
+mkdir -p "$OVERLAY/etc/dpkg/dpkg.cfg.d"
+cat >"$OVERLAY/etc/dpkg/dpkg.cfg.d/standin-slim" <<'EOF_DPKG'
+# like debian:*-slim (debuerreotype --slimify)
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+EOF_DPKG
+
 # Marker so that the stand-in is recognisable from inside, too.
 cat >"$OVERLAY$STANDIN_DIR/README" <<EOF
 This is a LOCAL STAND-IN for $IMAGE, built by build_standin_base.sh
@@ -533,6 +554,11 @@ buildah config \
 log "apt-get: ${APT_PACKAGES[*]}"
 "${RUN[@]}" "$CTR" -- /bin/sh -euc '
     chmod 644 /etc/pip.conf /etc/npmrc
+    # what the dpkg filter keeps out of new packages, drop from the base too
+    find /usr/share/doc -mindepth 1 -not -name copyright -not -type d -delete
+    find /usr/share/doc -mindepth 1 -type d -empty -delete
+    rm -rf /usr/share/man/* /usr/share/groff/* /usr/share/info/* /usr/share/lintian/*
+    find /usr/share/locale -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
     apt-get update -qq
     apt-get upgrade -y -qq
     apt-get install -y -qq --no-install-recommends "$@"

@@ -1,0 +1,641 @@
+"""Build the generated Dockerfile with buildah, run the image the way the hub's pod does,
+push it to a registry and read it back with skopeo.
+
+- The base: quay.io/jupyterhub/k8s-hub:<hub_version> if it is already in buildah's
+  storage or can be pulled; otherwise the local stand-in tests/image/build_standin_base.sh
+  builds (cached under build/k8s-hub-standin/).
+- Builds: the default project, and one project for every distinct requirements.txt
+  across the option matrix (the Dockerfile itself depends on hub_version only, which
+  stays the default: there is one base image here).
+- Runs: `buildah run` as the image's own user with its own ENTRYPOINT and CMD, unchanged,
+  on the host's network. The pod's surroundings are supplied from outside, as in the
+  pod: an empty directory owned by uid 1000 at /srv/jupyterhub (the PVC), an empty /tmp
+  (the emptyDir), POD_NAMESPACE, the Secret's variables, a kube config whose API server
+  is a closed port, and a hostname that resolves (the pod's /etc/hosts maps it to the
+  pod IP; JupyterHub checks the proxy at hostname:8000).
+  The config's ports are fixed (8000, 8001, 8081), so these tests need them free and
+  run in one xdist group; tests/test_hub.py uses random ports.
+- Nothing is timed against a goal here: scripts/benchmark-image reports the figures.
+
+The helpers are plain functions: scripts/benchmark-image uses them too.
+"""
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import CHOICE_VARIABLES, IN_CI, ROOT, TEMPLATE, need_tool
+from hubrunner import free_port, read_env_file, write_kube_config, xsrf_form
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image")]
+
+TEMPLATE_DIR = ROOT / "{{cookiecutter.project}}"
+STANDIN_SCRIPT = ROOT / "tests" / "image" / "build_standin_base.sh"
+STANDIN_CACHE = ROOT / "build" / "k8s-hub-standin"  # /build/ is git-ignored
+IMAGE_REPO = "localhost/jupyterhub-template-test"
+CONTAINER_PREFIX = "jupyterhub-template-test"
+HUB_PORTS = (8000, 8001, 8081)  # public proxy, proxy API, hub: fixed in jupyterhub_config.py
+CONFIG_DIR = "/usr/local/etc/jupyterhub"
+EXPECTED_CMD = ["jupyterhub", "--config", f"{CONFIG_DIR}/jupyterhub_config.py"]
+EXPECTED_ENTRYPOINT = ["tini", "--"]
+NAMESPACE = "image-test-ns"
+POD_HOSTNAME = "hub-image-test"
+AUTHENTICATOR_CLASSES = {
+    "dummy": "SharedPasswordAuthenticator",
+    "native": "NativeAuthenticator",
+    "github": "GitHubOAuthenticator",
+    "generic-oauth": "GenericOAuthenticator",
+    "tmp": "TmpAuthenticator",
+}
+OAUTH_TEST_VALUES = {"OAUTH_CLIENT_ID": "image-test-client", "OAUTH_CLIENT_SECRET": "image-test-secret"}
+BUILDAH = ("buildah",)
+
+
+# --- buildah, skopeo -----------------------------------------------------------------
+def run(argv, timeout=120, check=True, **kwargs):
+    result = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, argv))} exited with {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def image_exists(ref, buildah=BUILDAH):
+    return run([*buildah, "inspect", "--type", "image", ref], check=False).returncode == 0
+
+
+def image_inspect(ref, buildah=BUILDAH):
+    return json.loads(run([*buildah, "inspect", "--type", "image", ref]).stdout)
+
+
+def image_config(ref, buildah=BUILDAH):
+    """The OCI image config's `config` part: User, Entrypoint, Cmd, Env, ..."""
+    return image_inspect(ref, buildah)["OCIv1"]["config"]
+
+
+def storage_ref(ref, buildah=BUILDAH):
+    """containers-storage reference for skopeo, in the storage this buildah uses."""
+    if "--root" in buildah:
+        root = buildah[buildah.index("--root") + 1]
+        runroot = buildah[buildah.index("--runroot") + 1]
+        return f"containers-storage:[overlay@{root}+{runroot}]{ref}"
+    return f"containers-storage:{ref}"
+
+
+def layer_sizes(ref, buildah=BUILDAH):
+    """[(digest, bytes)] of the image's layers as stored: uncompressed tar sizes."""
+    manifest = json.loads(run(["skopeo", "inspect", "--raw", storage_ref(ref, buildah)]).stdout)
+    return [(layer["digest"], layer["size"]) for layer in manifest["layers"]]
+
+
+def is_standin(ref, buildah=BUILDAH):
+    return image_config(ref, buildah).get("Labels", {}).get("k8s-hub-standin") == "true"
+
+
+def _last_error(stderr):
+    """The message of skopeo's/buildah's last log line (`... level=fatal msg="..."`)."""
+    line = (stderr.strip().splitlines() or ["?"])[-1]
+    if 'msg="' in line:
+        line = line.split('msg="', 1)[1].rstrip('"').replace('\\"', '"')
+    return line[-200:]
+
+
+def ensure_base(hub_version, cache_dir=STANDIN_CACHE, log=print, before_standin=None):
+    """Make quay.io/jupyterhub/k8s-hub:<hub_version> available in buildah's storage.
+
+    Returns (name, "real" | "stand-in"). The real image wins where it is there or can
+    be pulled; the probe has a short timeout, so an offline machine loses seconds only.
+    before_standin() is called before the stand-in is built (or found ready).
+    """
+    name = f"quay.io/jupyterhub/k8s-hub:{hub_version}"
+    if image_exists(name) and not is_standin(name):
+        return name, "real"
+    probe = subprocess.run(
+        ["skopeo", "inspect", "--retry-times", "0", "--command-timeout", "20s", f"docker://{name}"],
+        capture_output=True, text=True, timeout=40, stdin=subprocess.DEVNULL, check=False,
+    )
+    if probe.returncode == 0:
+        log(f"{name}: reachable, pulling the real image")
+        pull = subprocess.run(
+            ["buildah", "pull", "--retry", "0", name], capture_output=True, text=True, timeout=900, check=False
+        )
+        if pull.returncode == 0:
+            return name, "real"
+        log(f"{name}: pull failed, using the stand-in: {_last_error(pull.stderr)}")
+    else:
+        log(f"{name}: not reachable ({_last_error(probe.stderr)}); using the stand-in")
+    if before_standin is not None and not image_exists(name):
+        before_standin()
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(STANDIN_SCRIPT), hub_version, str(cache_dir)],
+        capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL, check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"{STANDIN_SCRIPT.name} failed ({result.returncode})\n{result.stderr[-4000:]}")
+    log(f"{name}: stand-in ready in {time.monotonic() - started:.1f} s")
+    return name, "stand-in"
+
+
+def build_image(project, tag, log_path, no_cache=False, buildah=BUILDAH, timeout=1500):
+    """buildah bud the project's Dockerfile as kaniko would (context: the project).
+
+    Returns (image id, seconds). The base is never pulled; --layers keeps every step's
+    result so that a rebuild redoes only what changed.
+    """
+    argv = [*buildah, "bud", "--pull-never", "--isolation", "chroot", "--layers", "--iidfile", f"{log_path}.iid", "-t", tag]
+    if no_cache:
+        argv.append("--no-cache")
+    started = time.monotonic()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.run(
+            [*argv, "-f", str(Path(project) / "Dockerfile"), str(project)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout, check=False,
+        )
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        tail = Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
+        raise AssertionError(f"buildah bud of {project} failed ({proc.returncode}):\n" + "\n".join(tail))
+    return Path(f"{log_path}.iid").read_text().strip().removeprefix("sha256:"), seconds
+
+
+# --- processes -------------------------------------------------------------------------
+def _argv(pid):
+    try:
+        return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return None
+
+
+def _uid(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def descendants(root_pid):
+    """{pid: argv} of the live processes below root_pid."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = {}, [root_pid]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            argv = _argv(pid)
+            if argv is not None:
+                found[pid] = argv
+                todo.append(pid)
+    return found
+
+
+def ports_in_use(ports=HUB_PORTS):
+    busy = []
+    for port in ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def require_free_hub_ports():
+    busy = ports_in_use()
+    if busy:
+        message = f"ports {busy} are in use on this machine; the image's hub needs {list(HUB_PORTS)}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def secrets_for(project, authenticator):
+    """What the Secret hub-secrets would hold: the development overlay's file, with OAuth test values."""
+    path = Path(project) / "k8s" / "overlays" / "development" / "hub-secrets.env"
+    values = read_env_file(path) if path.exists() else {}
+    if authenticator in ("github", "generic-oauth"):
+        values.update({k: v for k, v in OAUTH_TEST_VALUES.items() if not values.get(k)})
+    return values
+
+
+class ImageHub:
+    """The image run like the hub's pod: `buildah from` + `buildah run` of ENTRYPOINT + CMD.
+
+    stop() sends SIGTERM to the entrypoint (tini), which is what the kubelet does to
+    the container's PID 1; buildah's own processes are not signalled, since buildah's
+    chroot runtime kills its child outright when it gets SIGTERM itself.
+    """
+
+    def __init__(self, image, workdir, env, buildah=BUILDAH):
+        self.image = image
+        self.buildah = tuple(buildah)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.state = self.workdir / "srv-jupyterhub"  # the PVC
+        self.state.mkdir(exist_ok=True)
+        os.chown(self.state, 1000, 1000)
+        self.state.chmod(0o755)
+        self.tmp = self.workdir / "tmp"  # the emptyDir at /tmp
+        self.tmp.mkdir(exist_ok=True)
+        self.tmp.chmod(0o1777)
+        self.kubeconfig = write_kube_config(self.workdir / "kubeconfig", f"https://127.0.0.1:{free_port()}")
+        self.kubeconfig.chmod(0o644)
+        self.env = {"POD_NAMESPACE": NAMESPACE, "KUBECONFIG": "/etc/kube/config", **env}
+        self.log_path = self.workdir / "container.log"
+        self.config = image_config(image, self.buildah)
+        self.container = None
+        self.proc = None
+        self.tree = {}
+        self.leftovers = {}
+        self.exit_code = None
+
+    def start(self):
+        name = f"{CONTAINER_PREFIX}-{os.getpid()}-{time.monotonic_ns()}"
+        # The pod's /etc/hosts maps its hostname to the pod IP; here: to loopback.
+        run([*self.buildah, "from", "--pull-never", "--name", name, "--add-host", f"{POD_HOSTNAME}:127.0.0.1", self.image])
+        self.container = name
+        # The environment goes into the working container's config, not on a command
+        # line that `ps` shows. TINI_SUBREAPER: tini is not PID 1 here, as it is in the
+        # pod, so it registers as subreaper to reap orphans the same way.
+        env_args = [a for k, v in {**self.env, "TINI_SUBREAPER": "1"}.items() for a in ("--env", f"{k}={v}")]
+        run([*self.buildah, "config", *env_args, name])
+        command = list(self.config.get("Entrypoint") or []) + list(self.config.get("Cmd") or [])
+        argv = [
+            *self.buildah, "run", "--isolation", "chroot", "--network", "host", "--hostname", POD_HOSTNAME,
+            "--volume", f"{self.state}:/srv/jupyterhub",
+            "--volume", f"{self.tmp}:/tmp",
+            "--volume", f"{self.kubeconfig}:/etc/kube/config:ro",
+            name, "--", *command,
+        ]
+        self.log = open(self.log_path, "w", encoding="utf-8")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        return self
+
+    def url(self, path):
+        return f"http://127.0.0.1:{HUB_PORTS[0]}{path}"
+
+    def wait_ready(self, timeout=120):
+        """Seconds from `buildah run` to the first 200 on /hub/health through the public port."""
+        deadline = self.started_at + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the container exited with {self.proc.returncode} before it was ready\n{self.log_tail()}")
+            try:
+                resp = requests.get(self.url("/hub/health"), timeout=2, allow_redirects=False)
+                last = resp.status_code
+                if resp.status_code == 200:
+                    return time.monotonic() - self.started_at
+            except requests.RequestException as error:
+                last = type(error).__name__
+            time.sleep(0.05)
+        raise AssertionError(f"/hub/health not 200 within {timeout} s (last: {last})\n{self.log_tail()}")
+
+    def processes(self):
+        return descendants(self.proc.pid) if self.proc and self.proc.poll() is None else {}
+
+    def entrypoint_pid(self):
+        entry = (self.config.get("Entrypoint") or self.config.get("Cmd"))[0]
+        for pid, argv in sorted(self.processes().items()):
+            if argv and Path(argv[0]).name == Path(entry).name:
+                return pid
+        return None
+
+    def stop(self, timeout=30):
+        """SIGTERM to the entrypoint, then SIGKILL whatever is left; removes the container."""
+        try:
+            if self.proc is not None:
+                self.tree = self.processes()
+                pid = self.entrypoint_pid()
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
+                try:
+                    self.exit_code = self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.exit_code = None
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and any(_argv(p) == a for p, a in self.tree.items()):
+                    time.sleep(0.1)
+                self.leftovers = {p: a for p, a in self.tree.items() if _argv(p) == a}
+                for p, a in self.leftovers.items():
+                    if _argv(p) == a:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(p, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(10)
+                self.log.close()
+        finally:
+            if self.container:
+                run([*self.buildah, "rm", self.container], check=False)
+                self.container = None
+        return self.exit_code
+
+    def log_text(self):
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines=40):
+        return "---- container log (last lines) ----\n" + "\n".join(self.log_text().splitlines()[-lines:])
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def run_in_image(image, *argv, buildah=BUILDAH):
+    """Run one command in a throw-away container of the image, as its user; CompletedProcess."""
+    name = f"{CONTAINER_PREFIX}-{os.getpid()}-{time.monotonic_ns()}"
+    run([*buildah, "from", "--pull-never", "--name", name, image])
+    try:
+        return run([*buildah, "run", "--isolation", "chroot", "--network", "host", name, "--", *argv], check=False)
+    finally:
+        run([*buildah, "rm", name], check=False)
+
+
+def remove_stale_containers():
+    """Working containers these tests left behind in a run that was killed (its pid is gone)."""
+    names = run(["buildah", "containers", "--format", "{{.ContainerName}}"], check=False).stdout.split()
+    for name in names:
+        match = re.fullmatch(rf"{CONTAINER_PREFIX}-(\d+)-\d+", name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            run(["buildah", "rm", name], check=False)
+
+
+# --- the variants ------------------------------------------------------------------------
+def template_variables(path):
+    return set(re.findall(r"cookiecutter\.(\w+)", path.read_text(encoding="utf-8")))
+
+
+def requirements_combos():
+    """All combinations of the choice variables that requirements.txt's template reads."""
+    names = sorted(template_variables(TEMPLATE_DIR / "requirements.txt") & set(CHOICE_VARIABLES))
+    return [dict(zip(names, values)) for values in itertools.product(*(CHOICE_VARIABLES[n] for n in names))]
+
+
+def variant_tag(combo):
+    return "-".join(f"{k}-{v}" for k, v in combo.items()) or "default"
+
+
+# --- fixtures ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tools():
+    for name in ("buildah", "skopeo"):
+        need_tool(name)
+    if os.geteuid() != 0:
+        message = "the image tests run buildah as root (chroot isolation, overlay storage)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def base_image(tools):
+    remove_stale_containers()
+    hub_version = TEMPLATE["hub_version"]
+    name, kind = ensure_base(
+        hub_version, log=lambda m: print(f"\n[base] {m}"), before_standin=lambda: need_tool("debootstrap")
+    )
+    print(f"\n[base] {name}: {kind}")
+    return {"name": name, "kind": kind, "layers": layer_sizes(name)}
+
+
+@pytest.fixture(scope="module")
+def images(bake, base_image, tmp_path_factory):
+    """build(combo) -> {"id", "tag", "project", "seconds"}; each distinct requirements.txt once."""
+    logs = tmp_path_factory.mktemp("build-logs")
+    built = {}
+
+    def build(combo):
+        project = bake(**combo)
+        key = (project / "requirements.txt").read_text(encoding="utf-8")
+        if key not in built:
+            tag = f"{IMAGE_REPO}:{variant_tag(combo)}"
+            image_id, seconds = build_image(project, tag, logs / f"{variant_tag(combo)}.log")
+            print(f"\n[build] {tag}: {seconds:.1f} s")
+            built[key] = {"id": image_id, "tag": tag, "project": project, "seconds": seconds, "combo": combo}
+        return built[key]
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def default_image(images):
+    return images({})
+
+
+# --- tests -------------------------------------------------------------------------------
+def test_only_hub_version_changes_the_dockerfile():
+    """So one Dockerfile build covers the matrix, and requirements.txt decides the rest."""
+    assert template_variables(TEMPLATE_DIR / "Dockerfile") == {"hub_version"}
+    assert not template_variables(TEMPLATE_DIR / ".dockerignore")
+    assert {k for c in requirements_combos() for k in c} == {"authenticator", "idle_culling"}
+
+
+def test_default_image_config(default_image, base_image):
+    """The image's own settings: built on the base, runs as uid 1000 with tini and the hub's command."""
+    config = image_config(default_image["tag"])
+    assert config["User"] == "1000"
+    assert config["Entrypoint"] == EXPECTED_ENTRYPOINT
+    assert config["Cmd"] == EXPECTED_CMD
+    assert config["WorkingDir"] == "/srv/jupyterhub"
+    assert {"8000/tcp", "8081/tcp"} <= {p if "/" in p else f"{p}/tcp" for p in config["ExposedPorts"]}
+    base_layers = [digest for digest, _ in base_image["layers"]]
+    layers = [digest for digest, _ in layer_sizes(default_image["tag"])]
+    assert layers[: len(base_layers)] == base_layers, "the image is not built on the base's layers"
+    added = sum(size for _, size in layer_sizes(default_image["tag"])[len(base_layers):])
+    print(f"\n[size] the image adds {added / 1e6:.1f} MB (uncompressed) over {base_image['name']} ({base_image['kind']})")
+
+
+def test_image_contents(default_image):
+    """The proxy and Node.js versions, no npm, the config files unchanged and read-only for the hub."""
+    project = default_image["project"]
+    script = (
+        "set -e; configurable-http-proxy --version; node --version; id -u;"
+        " if command -v npm; then echo NPM-PRESENT; fi;"
+        f" stat -c '%u %a %n' /opt/chp {CONFIG_DIR}/jupyterhub_config.py {CONFIG_DIR}/authenticator_config.py;"
+        f" sha256sum {CONFIG_DIR}/jupyterhub_config.py {CONFIG_DIR}/authenticator_config.py;"
+        " test ! -e /tmp/requirements.txt"
+    )
+    out = run_in_image(default_image["tag"], "sh", "-c", script)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "4.6.3", lines
+    assert re.fullmatch(r"v18\.\d+\.\d+", lines[1]), lines
+    assert lines[2] == "1000", lines
+    assert "NPM-PRESENT" not in out.stdout, "npm belongs in the build stage only"
+    for line in lines[3:6]:
+        owner, mode, path = line.split(" ", 2)
+        assert owner == "0" and not int(mode, 8) & 0o022, f"{path}: the hub must not be able to change it ({line})"
+    for line in lines[6:8]:
+        digest, path = line.split()
+        local = project / Path(path).name
+        assert digest == hashlib.sha256(local.read_bytes()).hexdigest(), f"{path} differs from the baked {local}"
+
+
+def test_default_image_runs_as_the_pod_would(default_image, tmp_path, record_property):
+    """ENTRYPOINT + CMD as they are, uid 1000, the PVC, POD_NAMESPACE, the Secret, a kube config:
+    healthy and serving the login page on port 8000, state on the volume, clean stop on SIGTERM."""
+    require_free_hub_ports()
+    project = default_image["project"]
+    secrets = secrets_for(project, "dummy")
+    assert secrets.get("JUPYTERHUB_ADMIN_PASSWORD"), "the baked hub-secrets.env has the generated passwords"
+    hub = ImageHub(default_image["tag"], tmp_path, secrets)
+    assert hub.config["User"] == "1000"
+    try:
+        hub.start()
+        seconds = hub.wait_ready()
+        print(f"\n[run] /hub/health answered 200 {seconds:.2f} s after `buildah run` started")
+        record_property("hub_health_seconds", round(seconds, 2))
+
+        login = requests.get(hub.url("/hub/login"), timeout=10, allow_redirects=False)
+        assert login.status_code == 200, (login.status_code, hub.log_tail())
+        assert 'name="password"' in login.text
+
+        # The generated admin password from the Secret logs the admin in.
+        session = requests.Session()
+        form = xsrf_form(session, hub.url("/hub/login"), username=TEMPLATE["admin_user"],
+                         password=secrets["JUPYTERHUB_ADMIN_PASSWORD"])
+        resp = session.post(hub.url("/hub/login"), data=form, timeout=10, allow_redirects=False)
+        assert resp.status_code == 302, (resp.status_code, hub.log_tail())
+        admin = session.get(hub.url("/hub/admin"), timeout=10, allow_redirects=False)
+        assert admin.status_code == 200, (admin.status_code, admin.headers.get("Location"), hub.log_tail())
+
+        processes = hub.processes()
+        hub_pids = [p for p, a in processes.items() if any(x.endswith("/jupyterhub") or x == "jupyterhub" for x in a[:2])]
+        assert hub_pids and all(_uid(p) == 1000 for p in hub_pids), processes
+        chp = [p for p, a in processes.items() if any("configurable-http-proxy" in x for x in a)]
+        assert chp and all(_uid(p) == 1000 for p in chp), "the hub started its proxy, as uid 1000"
+        culler = [p for p, a in processes.items() if "jupyterhub_idle_culler" in a]
+        assert culler, "idle_culling=yes: the culler runs as a hub-managed service"
+
+        state = {p.name: p for p in hub.state.iterdir()}
+        assert {"jupyterhub.sqlite", "jupyterhub_cookie_secret"} <= set(state), state
+        assert all(p.stat().st_uid == 1000 for p in state.values())
+        assert state["jupyterhub_cookie_secret"].stat().st_mode & 0o077 == 0
+        assert (hub.tmp / "jupyterhub-proxy.pid").exists(), "the proxy's pid file goes to /tmp (the emptyDir)"
+    finally:
+        code = hub.stop()
+    assert code == 0, f"SIGTERM to tini: the container should exit 0, got {code}\n{hub.log_tail()}"
+    assert not hub.leftovers, f"processes left after the hub stopped: {hub.leftovers}"
+
+
+def test_every_requirements_variant_builds_and_starts(images, tmp_path):
+    """One image per distinct requirements.txt of the matrix: it builds, and the hub in it
+    starts with the chosen authenticator, and the culler only where it was chosen."""
+    require_free_hub_ports()
+    seen, failures = {images({})["tag"]}, []  # the default: booted in full above
+    for combo in requirements_combos():
+        image = images(combo)
+        if image["tag"] in seen:
+            continue
+        seen.add(image["tag"])
+        authenticator = combo["authenticator"]
+        hub = ImageHub(image["tag"], tmp_path / variant_tag(combo), secrets_for(image["project"], authenticator))
+        try:
+            hub.start()
+            seconds = hub.wait_ready()
+            culler = any("jupyterhub_idle_culler" in a for a in hub.processes().values())
+            used = re.search(r"Using Authenticator: (\S+)", hub.log_text())
+            print(f"\n[variant] {image['tag']}: healthy after {seconds:.2f} s, {used and used.group(1)}, culler={culler}")
+            if not used or AUTHENTICATOR_CLASSES[authenticator] not in used.group(1):
+                failures.append(f"{image['tag']}: authenticator {used and used.group(1)}")
+            if culler != (combo["idle_culling"] == "yes"):
+                failures.append(f"{image['tag']}: idle culler running={culler}")
+        except AssertionError as error:
+            failures.append(f"{image['tag']}: {error}")
+        finally:
+            code = hub.stop()
+        if code != 0 or hub.leftovers:
+            failures.append(f"{image['tag']}: stop exit={code}, leftovers={hub.leftovers}")
+    print(f"\n[variant] {len(seen)} distinct requirements.txt in {len(requirements_combos())} combinations")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """Distribution (Debian's docker-registry) on 127.0.0.1:<free port>, storage in tmp_path."""
+    binary = need_tool("docker-registry")
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n",
+        encoding="utf-8",
+    )
+    log = open(tmp_path / "registry.log", "w", encoding="utf-8")
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "registry.log").read_text()
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_push_and_inspect_like_the_workshop(default_image, registry, tmp_path):
+    """buildah push to a plain-HTTP registry, then `skopeo inspect --tls-verify=false` as the
+    workshop did: same digest as pushed, same image config (User 1000, ENTRYPOINT, CMD)."""
+    reference = f"docker://{registry}/jupyterhub:image-test"
+    digestfile = tmp_path / "digest"
+    run(["buildah", "push", "--quiet", "--tls-verify=false", "--digestfile", digestfile, default_image["tag"], reference], timeout=600)
+    pushed = digestfile.read_text().strip()
+
+    inspected = json.loads(run(["skopeo", "inspect", "--tls-verify=false", reference]).stdout)
+    raw = run(["skopeo", "inspect", "--tls-verify=false", "--raw", reference]).stdout.encode()
+    config = json.loads(run(["skopeo", "inspect", "--tls-verify=false", "--config", reference]).stdout)
+    manifest = json.loads(raw)
+
+    assert inspected["Digest"] == pushed == "sha256:" + hashlib.sha256(raw).hexdigest()
+    # The config blob is the one built: its digest is the image ID in buildah's storage.
+    assert manifest["config"]["digest"] == "sha256:" + default_image["id"]
+    assert len(inspected["Layers"]) == len(manifest["layers"]) == len(config["rootfs"]["diff_ids"])
+    assert all(layer["mediaType"].endswith("tar+gzip") for layer in manifest["layers"]), "pushed compressed"
+    assert config["config"]["User"] == "1000"
+    assert config["config"]["Entrypoint"] == EXPECTED_ENTRYPOINT
+    assert config["config"]["Cmd"] == EXPECTED_CMD
+    compressed = sum(layer["size"] for layer in manifest["layers"])
+    print(f"\n[push] {reference.removeprefix('docker://')}@{pushed}: {len(manifest['layers'])} layers, {compressed / 1e6:.1f} MB compressed in all")
