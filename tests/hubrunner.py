@@ -41,11 +41,32 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def _argv(pid):
+def process_argv(pid):
     try:
         return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:
         return None
+
+
+def descendants(root_pid):
+    """{pid: argv} of the live (not zombie) processes below root_pid."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = {}, [root_pid]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            argv = process_argv(pid)
+            if argv is not None:
+                found[pid] = argv
+                todo.append(pid)
+    return found
 
 
 def read_env_file(path):
@@ -216,10 +237,10 @@ class HubProcess:
         # services itself); given a moment, since it does not wait for them.
         deadline = time.monotonic() + 5
         while code is not None and time.monotonic() < deadline:
-            if not any(_argv(pid) == argv for pid, argv in tree.items()):
+            if not any(process_argv(pid) == argv for pid, argv in tree.items()):
                 break
             time.sleep(0.1)
-        self.leftovers = {pid: argv for pid, argv in tree.items() if _argv(pid) == argv}
+        self.leftovers = {pid: argv for pid, argv in tree.items() if process_argv(pid) == argv}
         self.kill_all(tree)
         return code
 
@@ -233,7 +254,7 @@ class HubProcess:
         except (ProcessLookupError, PermissionError):
             pass
         for pid, argv in tree.items():
-            if _argv(pid) == argv:  # the same process, not a reused pid
+            if process_argv(pid) == argv:  # the same process, not a reused pid
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
@@ -247,23 +268,7 @@ class HubProcess:
         """{pid: argv} of the live processes the hub started, directly or not."""
         if self.proc is None or self.proc.poll() is not None:
             return {}
-        children = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except (OSError, IndexError):
-                    continue
-                if fields[0] != "Z":  # not a zombie
-                    children.setdefault(int(fields[1]), []).append(int(entry.name))
-        found, todo = {}, [self.proc.pid]
-        while todo:
-            for pid in children.get(todo.pop(), []):
-                argv = _argv(pid)
-                if argv is not None:
-                    found[pid] = argv
-                    todo.append(pid)
-        return found
+        return descendants(self.proc.pid)
 
     def wait_for_process(self, needle, timeout=20):
         """(pid, argv) of a process the hub started whose command line contains needle."""

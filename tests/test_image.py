@@ -36,7 +36,7 @@ import pytest
 import requests
 
 from conftest import CHOICE_VARIABLES, IN_CI, ROOT, TEMPLATE, need_tool
-from hubrunner import free_port, read_env_file, write_kube_config, xsrf_form
+from hubrunner import process_argv, descendants, free_port, read_env_file, write_kube_config, xsrf_form
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image")]
 
@@ -172,13 +172,6 @@ def build_image(project, tag, log_path, no_cache=False, buildah=BUILDAH, timeout
 
 
 # --- processes -------------------------------------------------------------------------
-def _argv(pid):
-    try:
-        return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-    except OSError:
-        return None
-
-
 def _uid(pid):
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -187,27 +180,6 @@ def _uid(pid):
     except OSError:
         return None
     return None
-
-
-def descendants(root_pid):
-    """{pid: argv} of the live processes below root_pid."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = {}, [root_pid]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            argv = _argv(pid)
-            if argv is not None:
-                found[pid] = argv
-                todo.append(pid)
-    return found
 
 
 def ports_in_use(ports=HUB_PORTS):
@@ -340,11 +312,11 @@ class ImageHub:
                 except subprocess.TimeoutExpired:
                     self.exit_code = None
                 deadline = time.monotonic() + 5
-                while time.monotonic() < deadline and any(_argv(p) == a for p, a in self.tree.items()):
+                while time.monotonic() < deadline and any(process_argv(p) == a for p, a in self.tree.items()):
                     time.sleep(0.1)
-                self.leftovers = {p: a for p, a in self.tree.items() if _argv(p) == a}
+                self.leftovers = {p: a for p, a in self.tree.items() if process_argv(p) == a}
                 for p, a in self.leftovers.items():
-                    if _argv(p) == a:
+                    if process_argv(p) == a:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(p, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
