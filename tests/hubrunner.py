@@ -69,6 +69,27 @@ def descendants(root_pid):
     return found
 
 
+def wait_for_health(proc, health_url, started_at, timeout, log_tail, what):
+    """Poll health_url until it answers 200; seconds since started_at.
+
+    Fails at once, with the log's tail, if proc exits first.
+    """
+    deadline = started_at + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the {what} exited with {proc.returncode} before it was ready\n{log_tail()}")
+        try:
+            resp = requests.get(health_url, timeout=2, allow_redirects=False)
+            last = resp.status_code
+            if resp.status_code == 200:
+                return time.monotonic() - started_at
+        except requests.RequestException as error:
+            last = type(error).__name__
+        time.sleep(0.05)
+    raise AssertionError(f"{health_url} not 200 within {timeout} s (last: {last})\n{log_tail()}")
+
+
 def read_env_file(path):
     """NAME=value lines of a kustomize `envs:` file (what the Secret would hold)."""
     values = {}
@@ -201,20 +222,7 @@ class HubProcess:
 
     def wait_ready(self, timeout=60):
         """Poll /hub/health through the proxy's public port; seconds from start to the first 200."""
-        deadline = self.started_at + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"hub exited with {self.proc.returncode} before it was ready\n{self.log_tail()}")
-            try:
-                resp = requests.get(f"{self.url}/hub/health", timeout=2, allow_redirects=False)
-                last = resp.status_code
-                if resp.status_code == 200:
-                    return time.monotonic() - self.started_at
-            except requests.RequestException as error:
-                last = type(error).__name__
-            time.sleep(0.1)
-        raise AssertionError(f"/hub/health not 200 within {timeout}s (last: {last})\n{self.log_tail()}")
+        return wait_for_health(self.proc, f"{self.url}/hub/health", self.started_at, timeout, self.log_tail, "hub")
 
     def stop(self, timeout=20):
         """SIGTERM to the hub (it stops CHP and its services), then make sure all are gone.

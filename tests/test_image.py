@@ -36,7 +36,7 @@ import pytest
 import requests
 
 from conftest import CHOICE_VARIABLES, IN_CI, ROOT, TEMPLATE, need_tool
-from hubrunner import process_argv, descendants, free_port, read_env_file, write_kube_config, xsrf_form
+from hubrunner import descendants, free_port, process_argv, read_env_file, wait_for_health, write_kube_config, xsrf_form
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image")]
 
@@ -273,20 +273,7 @@ class ImageHub:
 
     def wait_ready(self, timeout=120):
         """Seconds from `buildah run` to the first 200 on /hub/health through the public port."""
-        deadline = self.started_at + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the container exited with {self.proc.returncode} before it was ready\n{self.log_tail()}")
-            try:
-                resp = requests.get(self.url("/hub/health"), timeout=2, allow_redirects=False)
-                last = resp.status_code
-                if resp.status_code == 200:
-                    return time.monotonic() - self.started_at
-            except requests.RequestException as error:
-                last = type(error).__name__
-            time.sleep(0.05)
-        raise AssertionError(f"/hub/health not 200 within {timeout} s (last: {last})\n{self.log_tail()}")
+        return wait_for_health(self.proc, self.url("/hub/health"), self.started_at, timeout, self.log_tail, "container")
 
     def processes(self):
         return descendants(self.proc.pid) if self.proc and self.proc.poll() is None else {}
