@@ -14,6 +14,11 @@ ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
 NAMESPACE = {{ cookiecutter.namespace | tojson }}
 IMAGE = {{ (cookiecutter.registry ~ "/" ~ cookiecutter.image_name) | tojson }}
 PUBLIC_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ cookiecutter.hostname) | tojson }}
+TLS = {{ cookiecutter.tls | tojson }}
+CERT_MANAGER_ISSUER = {{ cookiecutter.__cert_manager_issuer | tojson }}
+KANIKO_CREDENTIALS = {{ cookiecutter.kaniko_credentials | tojson }}
+KANIKO_SECRET_NAME = {{ cookiecutter.__kaniko_secret_name | tojson }}
+OAUTH_AUTHORIZE_URL = {{ cookiecutter.__oauth_authorize_url | tojson }}
 NEEDS_SECRETS = AUTHENTICATOR in ("dummy", "github", "generic-oauth")
 OVERLAYS = ("development", "production")
 
@@ -87,6 +92,22 @@ def next_steps(created):
         lines.append(f"Sign up first as {ADMIN_USER} at {PUBLIC_URL}/hub/signup, then approve others.")
     else:
         lines.append("Warning: the tmp authenticator lets anyone who reaches the hub start a server.")
+    # The settings of these options are not asked (README: "Not asked"); say where they went.
+    if AUTHENTICATOR == "generic-oauth":
+        lines.append(
+            f"The identity provider's URLs are in authenticator_config.py ({OAUTH_AUTHORIZE_URL}, ...):"
+            " check them, or generate with __oauth_authorize_url=... (see the template's README)."
+        )
+    if KANIKO_CREDENTIALS == "secret":
+        lines.append(
+            f"kaniko reads the registry credentials from the Secret {KANIKO_SECRET_NAME} in"
+            f" {NAMESPACE}: create it before the first build (README, 'What you need')."
+        )
+    if TLS == "yes" and not CERT_MANAGER_ISSUER:
+        lines.append(
+            f"HTTPS: put the certificate into the Secret hub-tls in {NAMESPACE}, or generate with"
+            " __cert_manager_issuer=<ClusterIssuer> to have cert-manager issue it."
+        )
     return "\n".join(lines)
 
 

@@ -248,9 +248,9 @@ RULES = {
     "registry": check_registry,
     "image_name": check_image_name,
     "admin_user": check_username,
-    "oauth_authorize_url": check_https_url,
-    "oauth_token_url": check_https_url,
-    "oauth_userdata_url": check_https_url,
+    "__oauth_authorize_url": check_https_url,
+    "__oauth_token_url": check_https_url,
+    "__oauth_userdata_url": check_https_url,
     "hub_version": check_tag,
     "user_image": check_pinned_image,
     "user_storage_size": check_quantity,
@@ -258,8 +258,8 @@ RULES = {
     "storage_class": check_optional_subdomain,
     "ingress_class": check_optional_subdomain,
     "ingress_controller_namespace": check_optional_label,
-    "cert_manager_issuer": check_optional_subdomain,
-    "kaniko_secret_name": check_subdomain,
+    "__cert_manager_issuer": check_optional_subdomain,
+    "__kaniko_secret_name": check_subdomain,
     "kaniko_image": check_pinned_image,
     "idle_timeout": check_seconds,
 }
@@ -274,10 +274,10 @@ def check_choice(name, value):
 # Checked only where the chosen options use them, so that a mistake elsewhere is
 # reported once, not again through the defaults derived from it.
 USED_ONLY_WITH = {
-    "oauth_authorize_url": ("authenticator", "generic-oauth"),
-    "oauth_token_url": ("authenticator", "generic-oauth"),
-    "oauth_userdata_url": ("authenticator", "generic-oauth"),
-    "kaniko_secret_name": ("kaniko_credentials", "secret"),
+    "__oauth_authorize_url": ("authenticator", "generic-oauth"),
+    "__oauth_token_url": ("authenticator", "generic-oauth"),
+    "__oauth_userdata_url": ("authenticator", "generic-oauth"),
+    "__kaniko_secret_name": ("kaniko_credentials", "secret"),
 }
 
 

@@ -72,9 +72,9 @@ GOOD = {
     "registry": ["registry.example.org:5000/team", "localhost:5000", "10.0.0.5:5000", "[fd00::1]:5000", "ghcr.io/x"],
     "image_name": ["jupyterhub", "team/hub", "a__b.c-d"],
     "admin_user": ["admin", "a.b-c_d", "x"],
-    "oauth_authorize_url": ["https://auth.example.org/realms/x/protocol/openid-connect/auth"],
-    "oauth_token_url": ["https://idp.example.org:8443/oauth2/token?x=1"],
-    "oauth_userdata_url": ["https://auth.example.org/userinfo"],
+    "__oauth_authorize_url": ["https://auth.example.org/realms/x/protocol/openid-connect/auth"],
+    "__oauth_token_url": ["https://idp.example.org:8443/oauth2/token?x=1"],
+    "__oauth_userdata_url": ["https://auth.example.org/userinfo"],
     "hub_version": ["4.4.0", "4.4.0-0.dev.git.1.h1234"],
     "user_image": ["quay.io/jupyterhub/k8s-singleuser-sample:4.4.0", "quay.io/jupyter/scipy-notebook@sha256:" + "a" * 64],
     "user_storage_size": ["10Gi", "500M", "1.5Ti", "1"],
@@ -82,8 +82,8 @@ GOOD = {
     "storage_class": ["", "standard", "csi.example-rbd"],
     "ingress_class": ["", "nginx", "contour"],
     "ingress_controller_namespace": ["", "ingress-nginx", "kube-system"],
-    "cert_manager_issuer": ["", "letsencrypt-prod"],
-    "kaniko_secret_name": ["kaniko-docker-config", "regcred"],
+    "__cert_manager_issuer": ["", "letsencrypt-prod"],
+    "__kaniko_secret_name": ["kaniko-docker-config", "regcred"],
     "kaniko_image": ["ghcr.io/osscontainertools/kaniko:v1.28.3", "gcr.io/kaniko-project/executor:v1.23.2"],
     "idle_timeout": ["60", "3600", "86400"],
 }
@@ -341,7 +341,7 @@ def test_hostile_values_are_refused_cleanly_or_render_valid_manifests(names, run
         "namespace=abc\n",  # a trailing newline: `$` in a Python regex matches before it
         "hostname=hub.example.org\n",
         "registry=registry.example.org:\u00b2",  # '²'.isdigit() is True, int('²') raises
-        "oauth_token_url=https://auth.example.org:\u00b2/token",
+        "__oauth_token_url=https://auth.example.org:\u00b2/token",
         "registry=registry.example.org:\u0663",  # an Arabic-Indic 3: int() takes it, a port it is not
         "project=hub-",  # a valid directory, but also the part-of label value, which must end alphanumeric
         "project=" + "h" * 64,

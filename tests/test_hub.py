@@ -55,7 +55,7 @@ CASES = {
         idle_culling="yes",
         tls="yes",
         hostname="hub.example.org",
-        oauth_authorize_url="https://idp.example.org/oauth2/authorize",
+        __oauth_authorize_url="https://idp.example.org/oauth2/authorize",
     ),
 }
 
@@ -261,7 +261,7 @@ def log_in(hub, context, secrets):
     if authenticator == "github":
         return check_oauth_redirect(hub, context, "https://github.com/login/oauth/authorize", "Sign in with GitHub")
     return check_oauth_redirect(
-        hub, context, context["oauth_authorize_url"], "Sign in with your identity provider"
+        hub, context, context["__oauth_authorize_url"], "Sign in with your identity provider"
     )
 
 

@@ -19,7 +19,7 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentV
 
 # Text variables that change manifests, each with a non-default value.
 TEXT_VARIANTS = [
-    {"ingress_class": "contour", "storage_class": "fast-ssd", "tls": "yes", "cert_manager_issuer": "letsencrypt"},
+    {"ingress_class": "contour", "storage_class": "fast-ssd", "tls": "yes", "__cert_manager_issuer": "letsencrypt"},
     {"ingress_controller_namespace": "ingress-nginx", "tls": "yes"},
     {"namespace": "lab-ns-1", "ingress_domain": "apps.example.org"},
     {"registry": "localhost:5000/team", "image_name": "hub/main", "hostname": "hub.example.org"},
@@ -112,8 +112,8 @@ def test_text_variables_reach_the_manifests(bake, variant, overlay):
         assert ingress["spec"]["ingressClassName"] == variant["ingress_class"]
     else:
         assert "ingressClassName" not in ingress["spec"]
-    if "cert_manager_issuer" in variant:
-        assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == variant["cert_manager_issuer"]
+    if "__cert_manager_issuer" in variant:
+        assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == variant["__cert_manager_issuer"]
     pvc = by_kind["PersistentVolumeClaim"]
     assert pvc["spec"].get("storageClassName") == variant.get("storage_class")
 

@@ -23,9 +23,9 @@ CALLBACK_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ 
 c = get_config()  # noqa: F821
 c.JupyterHub.authenticator_class = "generic-oauth"
 c.GenericOAuthenticator.oauth_callback_url = CALLBACK_URL
-c.GenericOAuthenticator.authorize_url = {{ cookiecutter.oauth_authorize_url | tojson }}
-c.GenericOAuthenticator.token_url = {{ cookiecutter.oauth_token_url | tojson }}
-c.GenericOAuthenticator.userdata_url = {{ cookiecutter.oauth_userdata_url | tojson }}
+c.GenericOAuthenticator.authorize_url = {{ cookiecutter.__oauth_authorize_url | tojson }}
+c.GenericOAuthenticator.token_url = {{ cookiecutter.__oauth_token_url | tojson }}
+c.GenericOAuthenticator.userdata_url = {{ cookiecutter.__oauth_userdata_url | tojson }}
 c.GenericOAuthenticator.scope = ["openid", "profile", "email"]
 c.GenericOAuthenticator.username_claim = "preferred_username"
 c.GenericOAuthenticator.login_service = "your identity provider"

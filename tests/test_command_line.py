@@ -1,0 +1,115 @@
+"""Every `name=value` the README documents really works on the command line.
+
+cookiecutter silently ignores a name it does not know: a renamed or misspelt variable
+would leave people's command lines doing nothing. For each documented name, one run of
+the real `cookiecutter --no-input <template> name=value` must generate a project that
+differs from the same run without it.
+"""
+
+import concurrent.futures
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TEMPLATE, clean_template
+
+COOKIECUTTER = str(Path(sys.executable).parent / "cookiecutter")
+
+# A valid value other than the default for each variable that is not a choice, and the
+# options it needs to matter (a setting only one option uses is compared with that option on).
+PROBES = {
+    "project": "probe-project",
+    "namespace": "probe-ns",
+    "ingress_domain": "probe.example.org",
+    "hostname": "hub.probe.example.org",
+    "registry": "registry.probe.example.org:5000/team",
+    "image_name": "probe-image",
+    "admin_user": "probe-admin",
+    "__oauth_authorize_url": ("https://idp.probe.example.org/authorize", {"authenticator": "generic-oauth"}),
+    "__oauth_token_url": ("https://idp.probe.example.org/token", {"authenticator": "generic-oauth"}),
+    "__oauth_userdata_url": ("https://idp.probe.example.org/userinfo", {"authenticator": "generic-oauth"}),
+    "hub_version": "4.3.2",
+    "user_image": "quay.io/jupyter/base-notebook:2025-01-06",
+    "user_storage_size": "7Gi",
+    "hub_storage_size": "3Gi",
+    "storage_class": "probe-class",
+    "ingress_class": "probe-ingress",
+    "ingress_controller_namespace": "probe-ingress-ns",
+    "__cert_manager_issuer": ("probe-issuer", {"tls": "yes"}),
+    "__kaniko_secret_name": ("probe-secret", {"kaniko_credentials": "secret"}),
+    "kaniko_image": "gcr.io/kaniko-project/executor:v1.23.2",
+    "idle_timeout": "7200",
+}
+
+SETTABLE = [name for name in TEMPLATE if not name.startswith("_") or (name.startswith("__") and name != "__prompts__")]
+
+
+def documented_names():
+    """The names in the first column of the README's tables under '## Variables'."""
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Variables\n", 1)[1].split("\n## ", 1)[0]
+    names = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            names += re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", line.split("|")[1])
+    return names
+
+
+def probe(name):
+    """(value, the other settings it needs)."""
+    if isinstance(TEMPLATE[name], list):
+        return TEMPLATE[name][-1], {}
+    value = PROBES[name]
+    return value if isinstance(value, tuple) else (value, {})
+
+
+def bake(settings):
+    """The generated files (relative path -> digest) of one command-line run."""
+    out = Path(tempfile.mkdtemp(prefix="cli-"))
+    env = {k: v for k, v in os.environ.items() if k not in ("SESSION_NAMESPACE", "INGRESS_DOMAIN", "REGISTRY_HOST")}
+    env.update(HOME=str(out / "home"), KUBECONFIG=str(out / "no-kubeconfig"))
+    args = [f"{k}={v}" for k, v in settings.items()]
+    result = subprocess.run(
+        [COOKIECUTTER, "--no-input", str(clean_template()), "-o", str(out / "o"), *args],
+        env=env, capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert result.returncode == 0, f"{args}: {result.stderr}"
+    tree = {
+        str(p.relative_to(out / "o")): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((out / "o").rglob("*"))
+        if p.is_file() and p.name != "hub-secrets.env"  # random by design
+    }
+    subprocess.run(["rm", "-rf", str(out)], check=False)
+    return tree
+
+
+def test_readme_documents_every_variable_and_nothing_else():
+    documented = documented_names()
+    assert sorted(documented) == sorted(set(documented)), "a name is documented twice"
+    assert set(documented) == set(SETTABLE)
+
+
+def test_every_variable_has_a_probe():
+    missing = [n for n in SETTABLE if not isinstance(TEMPLATE[n], list) and n not in PROBES]
+    assert not missing, f"add a valid non-default value to PROBES for {missing}"
+
+
+@pytest.mark.slow
+def test_every_documented_name_changes_the_output():
+    runs = {}
+    for name in documented_names():
+        value, needs = probe(name)
+        runs[name] = (dict(needs), dict(needs, **{name: value}))
+    contexts = {tuple(sorted(c.items())) for pair in runs.values() for c in pair}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        trees = dict(zip(contexts, pool.map(lambda c: bake(dict(c)), contexts)))
+    unchanged = [
+        name for name, (base, probed) in runs.items()
+        if trees[tuple(sorted(base.items()))] == trees[tuple(sorted(probed.items()))]
+    ]
+    assert not unchanged, f"these names change nothing on the command line: {unchanged}"
