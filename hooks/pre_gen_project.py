@@ -12,7 +12,9 @@ Standard library only: users run a bare `pipx install cookiecutter`.
 
 import ipaddress
 import json
+import os
 import re
+import shlex
 import sys
 
 # All patterns are applied with fullmatch(): with match(), `$` also matches just
@@ -303,18 +305,161 @@ def problems(context):
     return lines
 
 
+# --- After a failed check: how to try again without answering every question ------
+
+# A default made of text and references to other answers only (hostname, registry,
+# user_image, ...): it follows those answers.  The pattern is written so that no two
+# braces touch, since cookiecutter renders this file with Jinja.
+REFERENCE = re.compile(r"\{\{\s*cookiecutter\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def derived_default(raw, context):
+    """(value, sources): raw rendered with the answers, and the names it uses; None if not derived."""
+    if not isinstance(raw, str) or not REFERENCE.search(raw):
+        return None
+    if "{" + "%" in raw or "{" + "#" in raw or any(n not in context for n in REFERENCE.findall(raw)):
+        return None
+    value = REFERENCE.sub(lambda m: str(context[m.group(1)]), raw)
+    if "{" + "{" in value:  # something besides plain references: do not guess
+        return None
+    return value, set(REFERENCE.findall(raw))
+
+
+def follows(name, context, defaults):
+    """The names this answer was derived from, if it is still its derived default; else None."""
+    derived = derived_default(defaults.get(name), context)
+    if derived and context.get(name) == derived[0]:
+        return derived[1]
+    return None
+
+
+def root_problems(found, context, defaults):
+    """Drop the problems of answers that only repeat a bad answer they were derived from.
+
+    namespace=Bad_NS makes the default hostname Bad_NS-jupyterhub...: one mistake,
+    reported once, on the variable the user typed.
+    """
+    return {
+        name: problem
+        for name, problem in found.items()
+        if not (follows(name, context, defaults) or set()) & set(found)
+    }
+
+
+def in_template_order(context, defaults):
+    """The context's names in the order of cookiecutter.json (the hook's copy is sorted)."""
+    order = {name: i for i, name in enumerate(defaults)}
+    return sorted(context, key=lambda name: order.get(name, len(order)))
+
+
+def retry_command(context, bad, defaults, cwd=None, overwrite=False):
+    """A complete cookiecutter command line with these answers, the bad ones last.
+
+    Left out: answers that still follow their derived default (hostname after
+    namespace, ...), so that they follow the corrected value, and private
+    settings (__name) the user did not change.
+    """
+    words = ["cookiecutter", "--no-input", str(context.get("_template", "<template>"))]
+    if context.get("_checkout"):
+        words += ["--checkout", str(context["_checkout"])]
+    output_dir = context.get("_output_dir")
+    if output_dir and (cwd is None or os.path.realpath(output_dir) != os.path.realpath(cwd)):
+        words += ["--output-dir", output_dir]
+    if overwrite:
+        words.append("--overwrite-if-exists")
+    good_words, bad_words = [], []
+    for name in in_template_order(context, defaults):
+        value = context[name]
+        if not isinstance(value, str) or (name.startswith("_") and not name.startswith("__")):
+            continue
+        if name not in bad:
+            if follows(name, context, defaults) is not None:
+                continue
+            if name.startswith("__") and value == defaults.get(name):
+                continue
+        (bad_words if name in bad else good_words).append(f"{name}={value}")
+    command = " ".join(shlex.quote(word) for word in words + good_words + bad_words)
+    if bad:
+        command += "  # fix: " + ", ".join(n for n in in_template_order(context, defaults) if n in bad)
+    return command
+
+
+def template_defaults(context):
+    """The template's cookiecutter.json as this run saw it (pre_prompt's copy), or {}."""
+    try:
+        with open(os.path.join(context["_repo_dir"], "cookiecutter.json"), encoding="utf-8") as f:
+            defaults = json.load(f)
+    except (KeyError, TypeError, OSError, ValueError):
+        return {}
+    return defaults if isinstance(defaults, dict) else {}
+
+
+def replay_file(context, environ):
+    """Where cookiecutter saved these answers (it does so before this hook runs), or None.
+
+    cookiecutter's replay_dir comes from the config file in $COOKIECUTTER_CONFIG, else
+    ~/.cookiecutterrc, else ~/.cookiecutter_replay/; the file is named after the
+    template's directory.  A --config-file given on the command line is invisible
+    here, so the file found must hold exactly these answers to be named.
+    """
+    home = environ.get("HOME") or os.path.expanduser("~")
+    replay_dirs = [os.path.join(home, ".cookiecutter_replay")]
+    config = environ.get("COOKIECUTTER_CONFIG") or os.path.join(home, ".cookiecutterrc")
+    try:
+        with open(config, encoding="utf-8") as f:
+            match = re.search(r"^replay_dir:[ \t]*['\"]?([^'\"\n#]*?)['\"]?[ \t]*$", f.read(), re.M)
+        if match:
+            replay_dirs.insert(0, os.path.expanduser(os.path.expandvars(match.group(1))))
+    except OSError:
+        pass
+    name = os.path.basename(os.path.abspath(str(context.get("_repo_dir", ""))))
+    for replay_dir in replay_dirs:
+        path = os.path.join(replay_dir, name + ".json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                if json.load(f).get("cookiecutter") == context:
+                    return path
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
+
+
+def retry_advice(context, bad, defaults, environ, cwd, overwrite):
+    lines = []
+    saved = replay_file(context, environ)
+    if saved:
+        lines.append(f"Your answers are saved in {saved} (until this template runs again).")
+    lines.append("To try again without answering every question, fix the value(s) marked at the end and run:")
+    lines.append("  " + retry_command(context, bad, defaults, cwd=cwd, overwrite=overwrite))
+    following = [n for n in in_template_order(context, defaults) if (follows(n, context, defaults) or set()) & set(bad) and not n.startswith("_")]
+    if following:
+        lines.append(f"({', '.join(following)}: left out, so that they follow the fixed value.)")
+    return lines
+
+
 def rendered_context():
     # Filled in by cookiecutter: JSON inside a Python string literal survives any value.
     return json.loads({{ cookiecutter | jsonify | tojson }})
 
 
 def main():
-    found = problems(rendered_context())
-    for line in found:
+    context = rendered_context()
+    defaults = template_defaults(context)
+    found = {}
+    for line in problems(context):
+        found.setdefault(line.split("=", 1)[0], line)
+    found = root_problems(found, context, defaults)
+    if not found:
+        return
+    for line in found.values():
         print(f"error: {line}", file=sys.stderr)
-    if found:
-        print(f"error: nothing was generated ({len(found)} problem(s) above)", file=sys.stderr)
-        sys.exit(1)
+    print(f"error: nothing was generated ({len(found)} problem(s) above)", file=sys.stderr)
+    # Runs in the new project's directory: files in it mean cookiecutter was given -f.
+    overwrite = any(os.scandir("."))
+    for line in retry_advice(context, set(found), defaults, os.environ, os.environ.get("PWD"), overwrite):
+        print(line, file=sys.stderr)
+    print("(cookiecutter adds a traceback of its own below: the lines above are all there is to fix.)", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

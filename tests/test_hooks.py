@@ -401,3 +401,98 @@ def test_done_when_example(tmp_path):
     assert '- host: "lab-ns-1-jupyterhub.apps.example.org"' in read(project, "k8s/base/hub-ingress.yaml")
     assert 'image: "lab-ns-1-registry.apps.example.org/jupyterhub"' in read(project, "skaffold.yaml")
     assert Path(project / "k8s/overlays/development/hub-secrets.env").exists()
+
+
+# --- After a failed check: the way back ----------------------------------------------
+
+def answers(**changes):
+    """A context as the pre_gen hook sees it: the defaults rendered, then the changes."""
+    from conftest import TEMPLATE
+
+    context = {"_template": "gh:owner/repo", "_output_dir": "/work/out", "_repo_dir": "/tmp/x/template", "_checkout": None}
+    for name, raw in TEMPLATE.items():
+        if name == "__prompts__":
+            continue
+        context[name] = raw[0] if isinstance(raw, list) else raw
+    context.update(changes)
+    for name, raw in TEMPLATE.items():  # derived defaults follow, unless changed
+        if name not in changes and isinstance(raw, str) and "{{" in raw:
+            context[name] = rules.derived_default(raw, context)[0]
+    return context
+
+
+def test_derived_answers_follow_their_sources():
+    from conftest import TEMPLATE
+
+    context = answers(namespace="Bad_NS")
+    assert context["hostname"] == "Bad_NS-jupyterhub.127.0.0.1.nip.io"
+    assert rules.follows("hostname", context, TEMPLATE) == {"namespace", "ingress_domain"}
+    assert rules.follows("namespace", context, TEMPLATE) is None
+    assert rules.follows("hostname", answers(hostname="hub.example.org"), TEMPLATE) is None
+
+
+def test_a_bad_answer_is_reported_once_not_again_through_its_derived_defaults():
+    from conftest import TEMPLATE
+
+    context = answers(namespace="Bad_NS")
+    found = {line.split("=", 1)[0]: line for line in rules.problems(context)}
+    assert set(found) == {"namespace", "hostname", "registry"}
+    assert set(rules.root_problems(found, context, TEMPLATE)) == {"namespace"}
+    # A derived value typed by hand is the user's own mistake: reported.
+    context = answers(namespace="Bad_NS", hostname="Bad.example.org")
+    found = {line.split("=", 1)[0]: line for line in rules.problems(context)}
+    assert set(rules.root_problems(found, context, TEMPLATE)) == {"namespace", "hostname"}
+
+
+@pytest.mark.parametrize("bad", ["Bad_NS", "a b", "x'y", 'x"y', "a\nb", "$(id)", "-f", ""])
+def test_retry_command_round_trips_through_the_shell(bad):
+    import shlex
+
+    from conftest import TEMPLATE
+
+    context = answers(namespace=bad, admin_user="it's me")
+    command = rules.retry_command(context, {"namespace"}, TEMPLATE, cwd="/work/out")
+    assert command.endswith("  # fix: namespace")
+    words = shlex.split(command, comments=True)
+    assert words[:3] == ["cookiecutter", "--no-input", "gh:owner/repo"]
+    assert words[-1] == f"namespace={bad}"  # the bad one last
+    assert "admin_user=it's me" in words
+    assert "authenticator=dummy" in words and "project=jupyterhub-deploy" in words
+    # Derived from the bad value: left out, so that they follow the fix.
+    assert not any(w.startswith(("hostname=", "registry=", "user_image=")) for w in words)
+    # Settings that are not asked appear only when they were changed.
+    assert not any(w.startswith("__") for w in words)
+    assert "--output-dir" not in words
+
+
+def test_retry_command_keeps_what_the_run_was_given():
+    import shlex
+
+    from conftest import TEMPLATE
+
+    context = answers(hostname="hub.example.org", __kaniko_secret_name="regcred", _checkout="v2")
+    words = shlex.split(rules.retry_command(context, set(), TEMPLATE, cwd="/elsewhere", overwrite=True))
+    assert words[3:8] == ["--checkout", "v2", "--output-dir", "/work/out", "--overwrite-if-exists"]
+    assert "hostname=hub.example.org" in words and "__kaniko_secret_name=regcred" in words
+
+
+def test_replay_file_is_found_where_the_user_config_puts_it(tmp_path):
+    import json
+
+    context = answers(namespace="Bad_NS")
+    context["_repo_dir"] = str(tmp_path / "cookiecutterabc" / "my-template")
+    replay_dir = tmp_path / "replays"
+    replay_dir.mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"default_context: {{}}\nreplay_dir: '{replay_dir}'\n")
+    environ = {"HOME": str(tmp_path / "home"), "COOKIECUTTER_CONFIG": str(config)}
+    assert rules.replay_file(context, environ) is None  # nothing saved there
+    (replay_dir / "my-template.json").write_text(json.dumps({"cookiecutter": context}))
+    assert rules.replay_file(context, environ) == str(replay_dir / "my-template.json")
+    # Another run's answers are not these answers.
+    assert rules.replay_file(dict(context, namespace="other"), environ) is None
+    # Without a config: ~/.cookiecutter_replay/.
+    default_dir = tmp_path / "home" / ".cookiecutter_replay"
+    default_dir.mkdir(parents=True)
+    (default_dir / "my-template.json").write_text(json.dumps({"cookiecutter": context}))
+    assert rules.replay_file(context, {"HOME": str(tmp_path / "home")}) == str(default_dir / "my-template.json")
