@@ -55,8 +55,11 @@ class Terminal:
             PWD=str(self.out),
             KUBECONFIG=str(tmp_path / "no-kubeconfig"),
             TERM="xterm-256color",
+            COLUMNS="1000",  # rich takes the width from here first: no prompt is wrapped
+            LINES="50",
         )
-        env.pop("NO_COLOR", None)
+        for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+            env.pop(name, None)  # a terminal as people have it, whatever the CI machine sets
         env.update(environ or {})
         self.env = env
         self.child = pexpect.spawn(
@@ -66,7 +69,7 @@ class Terminal:
             env=env,
             encoding="utf-8",
             timeout=90,
-            dimensions=(50, 1000),  # wide: no prompt is wrapped
+            dimensions=(50, 1000),
         )
         self.transcript = ""
 
