@@ -262,3 +262,6 @@ def test_ctrl_c_at_a_question_leaves_nothing(tmp_path, at):
     assert "Traceback" not in text and "Aborted!" in text, text
     assert list(term.out.iterdir()) == []
     assert not term.replay_dir.exists()
+    assert [p.name for p in term.home.iterdir()] == [".cookiecutterrc"]
+    # What cookiecutter itself leaves behind, as the README says: its copy of the template.
+    assert all(p.name.startswith("cookiecutter") for p in (term.home.parent / "tmp").iterdir())
