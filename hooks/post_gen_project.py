@@ -1,28 +1,39 @@
 """Finish the generated repository: keep the files the chosen options need,
 create the git-ignored secrets file every overlay reads, and say what to do next.
 
-Runs in the new project's directory. Standard library only.
+Runs in the new project's directory. Standard library and PyYAML (which
+cookiecutter itself depends on) only.
 """
 
+import runpy
 import secrets
 import shutil
 import sys
 from pathlib import Path
 
+import yaml
+
 AUTHENTICATOR = {{ cookiecutter.authenticator | tojson }}
 ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
 NAMESPACE = {{ cookiecutter.namespace | tojson }}
 IMAGE = {{ (cookiecutter.registry ~ "/" ~ cookiecutter.image_name) | tojson }}
-PUBLIC_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ cookiecutter.hostname) | tojson }}
-NEEDS_SECRETS = AUTHENTICATOR in ("dummy", "github", "generic-oauth")
 OVERLAYS = ("development", "production")
 
 
 def keep_chosen_authenticator(project):
-    """authenticators/<choice>.py becomes authenticator_config.py; the others go."""
+    """Keep authenticator_config.py from authenticators/<choice>/, and its
+    hub-secrets.env.example if the hub needs secrets; the folders go.
+
+    Returns the folder's authenticator.yaml (CONTRIBUTING.md describes the folder).
+    """
     choices = project / "authenticators"
-    (choices / f"{AUTHENTICATOR}.py").replace(project / "authenticator_config.py")
+    chosen = choices / AUTHENTICATOR
+    about = yaml.safe_load((chosen / "authenticator.yaml").read_text(encoding="utf-8"))
+    (chosen / "authenticator_config.py").replace(project / "authenticator_config.py")
+    if (chosen / "hub-secrets.env.example").exists():
+        (chosen / "hub-secrets.env.example").replace(project / "hub-secrets.env.example")
     shutil.rmtree(choices)
+    return about
 
 
 def secrets_file_text(example):
@@ -46,9 +57,9 @@ def secrets_file_text(example):
 
 
 def create_secrets_files(project):
+    """One per overlay, if the authenticator needs secrets (it came with an example)."""
     example = project / "hub-secrets.env.example"
-    if not NEEDS_SECRETS:
-        example.unlink()
+    if not example.exists():
         return []
     created = []
     for overlay in OVERLAYS:
@@ -61,40 +72,29 @@ def create_secrets_files(project):
     return created
 
 
-def next_steps(created):
+def next_steps(created, public_url, last_step):
     lines = [
         "",
-        f"Generated {Path.cwd().name}/: JupyterHub at {PUBLIC_URL}/ in namespace {NAMESPACE}.",
+        f"Generated {Path.cwd().name}/: JupyterHub at {public_url}/ in namespace {NAMESPACE}.",
         "Next steps (the README has the whole story):",
         f"  cd {Path.cwd().name}",
         "  git init && git add . && git commit -m 'JupyterHub from the template'",
         f"  skaffold run    # kaniko builds {IMAGE} in the cluster, pushes it, kubectl deploys it",
-        f"  open {PUBLIC_URL}/",
+        f"  open {public_url}/",
     ]
     if created:
         lines.insert(3, "Secrets (git-ignored, mode 600): " + ", ".join(str(p) for p in created))
-    if AUTHENTICATOR == "dummy":
-        lines.append(
-            f"Log in as any user with JUPYTERHUB_USER_PASSWORD, or as {ADMIN_USER} with"
-            " JUPYTERHUB_ADMIN_PASSWORD, both in k8s/overlays/development/hub-secrets.env."
-        )
-    elif AUTHENTICATOR in ("github", "generic-oauth"):
-        lines.append(
-            "Before the first deploy: put your OAuth client ID and secret into"
-            " k8s/overlays/*/hub-secrets.env (the hub will not start without them)."
-        )
-    elif AUTHENTICATOR == "native":
-        lines.append(f"Sign up first as {ADMIN_USER} at {PUBLIC_URL}/hub/signup, then approve others.")
-    else:
-        lines.append("Warning: the tmp authenticator lets anyone who reaches the hub start a server.")
+    lines.append(last_step.format(admin_user=ADMIN_USER, public_url=public_url))
     return "\n".join(lines)
 
 
 def main():
     project = Path.cwd()
-    keep_chosen_authenticator(project)
+    about = keep_chosen_authenticator(project)
     created = create_secrets_files(project)
-    print(next_steps(created), file=sys.stderr)
+    # The public URL as the hub has it; importing hub_helpers.py only defines names.
+    public_url = runpy.run_path(str(project / "hub_helpers.py"))["PUBLIC_URL"]
+    print(next_steps(created, public_url, about["next_step"]), file=sys.stderr)
 
 
 if __name__ == "__main__":
