@@ -36,17 +36,14 @@ def keep_chosen_authenticator(project):
     return about
 
 
-def secrets_file_text(example):
-    """The example with real values where the hub can generate them itself.
+def secrets_file_text(example, generated):
+    """The example with random values for the variables in `generated` (name: bytes
+    of randomness, from authenticator.yaml), such as shared passwords.
 
-    Shared passwords are random (the admin's is longer, as JupyterHub requires);
-    OAuth client credentials stay empty: the hub refuses to start until they are
-    filled in, with a message that names the missing variable.
+    Others, such as OAuth client credentials, stay as the example has them: the hub
+    refuses to start until they are filled in, with a message naming the variable.
     """
-    values = {
-        "JUPYTERHUB_USER_PASSWORD": secrets.token_urlsafe(12),
-        "JUPYTERHUB_ADMIN_PASSWORD": secrets.token_urlsafe(32),
-    }
+    values = {name: secrets.token_urlsafe(size) for name, size in generated.items()}
     lines = []
     for line in example.splitlines():
         name, sep, _ = line.partition("=")
@@ -56,7 +53,7 @@ def secrets_file_text(example):
     return "\n".join(lines) + "\n"
 
 
-def create_secrets_files(project):
+def create_secrets_files(project, generated):
     """One per overlay, if the authenticator needs secrets (it came with an example)."""
     example = project / "hub-secrets.env.example"
     if not example.exists():
@@ -66,7 +63,7 @@ def create_secrets_files(project):
         target = project / "k8s" / "overlays" / overlay / "hub-secrets.env"
         if target.exists():  # regenerating over an existing project: keep its secrets
             continue
-        target.write_text(secrets_file_text(example.read_text(encoding="utf-8")), encoding="utf-8")
+        target.write_text(secrets_file_text(example.read_text(encoding="utf-8"), generated), encoding="utf-8")
         target.chmod(0o600)
         created.append(target.relative_to(project))
     return created
@@ -91,7 +88,7 @@ def next_steps(created, public_url, last_step):
 def main():
     project = Path.cwd()
     about = keep_chosen_authenticator(project)
-    created = create_secrets_files(project)
+    created = create_secrets_files(project, about.get("generated_secrets") or {})
     # The public URL as the hub has it; importing hub_helpers.py only defines names.
     public_url = runpy.run_path(str(project / "hub_helpers.py"))["PUBLIC_URL"]
     print(next_steps(created, public_url, about["next_step"]), file=sys.stderr)
