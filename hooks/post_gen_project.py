@@ -1,46 +1,53 @@
 """Finish the generated repository: keep the files the chosen options need,
 create the git-ignored secrets file every overlay reads, and say what to do next.
 
-Runs in the new project's directory. Standard library only.
+Runs in the new project's directory. Standard library and PyYAML (which
+cookiecutter itself depends on) only.
 """
 
+import runpy
 import secrets
 import shutil
 import sys
 from pathlib import Path
 
+import yaml
+
 AUTHENTICATOR = {{ cookiecutter.authenticator | tojson }}
 ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
 NAMESPACE = {{ cookiecutter.namespace | tojson }}
 IMAGE = {{ (cookiecutter.registry ~ "/" ~ cookiecutter.image_name) | tojson }}
-PUBLIC_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ cookiecutter.hostname) | tojson }}
 TLS = {{ cookiecutter.tls | tojson }}
 CERT_MANAGER_ISSUER = {{ cookiecutter.__cert_manager_issuer | tojson }}
 KANIKO_CREDENTIALS = {{ cookiecutter.kaniko_credentials | tojson }}
 KANIKO_SECRET_NAME = {{ cookiecutter.__kaniko_secret_name | tojson }}
-OAUTH_AUTHORIZE_URL = {{ cookiecutter.__oauth_authorize_url | tojson }}
-NEEDS_SECRETS = AUTHENTICATOR in ("dummy", "github", "generic-oauth")
 OVERLAYS = ("development", "production")
 
 
 def keep_chosen_authenticator(project):
-    """authenticators/<choice>.py becomes authenticator_config.py; the others go."""
-    choices = project / "authenticators"
-    (choices / f"{AUTHENTICATOR}.py").replace(project / "authenticator_config.py")
-    shutil.rmtree(choices)
+    """Keep authenticator_config.py from authenticators/<choice>/, and its
+    hub-secrets.env.example if the hub needs secrets; the folders go.
 
-
-def secrets_file_text(example):
-    """The example with real values where the hub can generate them itself.
-
-    Shared passwords are random (the admin's is longer, as JupyterHub requires);
-    OAuth client credentials stay empty: the hub refuses to start until they are
-    filled in, with a message that names the missing variable.
+    Returns the folder's authenticator.yaml (CONTRIBUTING.md describes the folder).
     """
-    values = {
-        "JUPYTERHUB_USER_PASSWORD": secrets.token_urlsafe(12),
-        "JUPYTERHUB_ADMIN_PASSWORD": secrets.token_urlsafe(32),
-    }
+    choices = project / "authenticators"
+    chosen = choices / AUTHENTICATOR
+    about = yaml.safe_load((chosen / "authenticator.yaml").read_text(encoding="utf-8"))
+    (chosen / "authenticator_config.py").replace(project / "authenticator_config.py")
+    if (chosen / "hub-secrets.env.example").exists():
+        (chosen / "hub-secrets.env.example").replace(project / "hub-secrets.env.example")
+    shutil.rmtree(choices)
+    return about
+
+
+def secrets_file_text(example, generated):
+    """The example with random values for the variables in `generated` (name: bytes
+    of randomness, from authenticator.yaml), such as shared passwords.
+
+    Others, such as OAuth client credentials, stay as the example has them: the hub
+    refuses to start until they are filled in, with a message naming the variable.
+    """
+    values = {name: secrets.token_urlsafe(size) for name, size in generated.items()}
     lines = []
     for line in example.splitlines():
         name, sep, _ = line.partition("=")
@@ -50,54 +57,36 @@ def secrets_file_text(example):
     return "\n".join(lines) + "\n"
 
 
-def create_secrets_files(project):
+def create_secrets_files(project, generated):
+    """One per overlay, if the authenticator needs secrets (it came with an example)."""
     example = project / "hub-secrets.env.example"
-    if not NEEDS_SECRETS:
-        example.unlink()
+    if not example.exists():
         return []
     created = []
     for overlay in OVERLAYS:
         target = project / "k8s" / "overlays" / overlay / "hub-secrets.env"
         if target.exists():  # regenerating over an existing project: keep its secrets
             continue
-        target.write_text(secrets_file_text(example.read_text(encoding="utf-8")), encoding="utf-8")
+        target.write_text(secrets_file_text(example.read_text(encoding="utf-8"), generated), encoding="utf-8")
         target.chmod(0o600)
         created.append(target.relative_to(project))
     return created
 
 
-def next_steps(created):
+def next_steps(created, public_url, last_step):
     lines = [
         "",
-        f"Generated {Path.cwd().name}/: JupyterHub at {PUBLIC_URL}/ in namespace {NAMESPACE}.",
+        f"Generated {Path.cwd().name}/: JupyterHub at {public_url}/ in namespace {NAMESPACE}.",
         "Next steps (the README has the whole story):",
         f"  cd {Path.cwd().name}",
         "  git init && git add . && git commit -m 'JupyterHub from the template'",
         f"  skaffold run    # kaniko builds {IMAGE} in the cluster, pushes it, kubectl deploys it",
-        f"  open {PUBLIC_URL}/",
+        f"  open {public_url}/",
     ]
     if created:
         lines.insert(3, "Secrets (git-ignored, mode 600): " + ", ".join(str(p) for p in created))
-    if AUTHENTICATOR == "dummy":
-        lines.append(
-            f"Log in as any user with JUPYTERHUB_USER_PASSWORD, or as {ADMIN_USER} with"
-            " JUPYTERHUB_ADMIN_PASSWORD, both in k8s/overlays/development/hub-secrets.env."
-        )
-    elif AUTHENTICATOR in ("github", "generic-oauth"):
-        lines.append(
-            "Before the first deploy: put your OAuth client ID and secret into"
-            " k8s/overlays/*/hub-secrets.env (the hub will not start without them)."
-        )
-    elif AUTHENTICATOR == "native":
-        lines.append(f"Sign up first as {ADMIN_USER} at {PUBLIC_URL}/hub/signup, then approve others.")
-    else:
-        lines.append("Warning: the tmp authenticator lets anyone who reaches the hub start a server.")
+    lines.append(last_step.format(admin_user=ADMIN_USER, public_url=public_url))
     # The settings of these options are not asked (README: "Not asked"); say where they went.
-    if AUTHENTICATOR == "generic-oauth":
-        lines.append(
-            f"The identity provider's URLs are in authenticator_config.py ({OAUTH_AUTHORIZE_URL}, ...):"
-            " check them, or generate with __oauth_authorize_url=... (see the template's README)."
-        )
     if KANIKO_CREDENTIALS == "secret":
         lines.append(
             f"kaniko reads the registry credentials from the Secret {KANIKO_SECRET_NAME} in"
@@ -113,9 +102,11 @@ def next_steps(created):
 
 def main():
     project = Path.cwd()
-    keep_chosen_authenticator(project)
-    created = create_secrets_files(project)
-    print(next_steps(created), file=sys.stderr)
+    about = keep_chosen_authenticator(project)
+    created = create_secrets_files(project, about.get("generated_secrets") or {})
+    # The public URL as the hub has it; importing hub_helpers.py only defines names.
+    public_url = runpy.run_path(str(project / "hub_helpers.py"))["PUBLIC_URL"]
+    print(next_steps(created, public_url, about["next_step"]), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import sys
+from pathlib import Path
 
 # All patterns are applied with fullmatch(): with match(), `$` also matches just
 # before a trailing newline, and "jupyterhub\n" would pass as a namespace.
@@ -31,8 +32,8 @@ QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|
 PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 USERNAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 
+# The authenticators are not listed here: each is a folder (see authenticators()).
 CHOICES = {
-    "authenticator": ("dummy", "native", "github", "generic-oauth", "tmp"),
     "tls": ("no", "yes"),
     "kaniko_credentials": ("docker-config", "secret", "none"),
     "user_storage": ("yes", "no"),
@@ -267,9 +268,25 @@ RULES = {
 }
 
 
-def check_choice(name, value):
-    if value not in CHOICES[name]:
-        return "must be one of " + ", ".join(CHOICES[name])
+def authenticators(template_dir):
+    """The authenticators a template offers: one folder each, with an authenticator.yaml
+    (<template>/<project directory>/authenticators/<name>/, see CONTRIBUTING.md)."""
+    return tuple(sorted(path.parent.name for path in Path(template_dir).glob("*/authenticators/*/authenticator.yaml")))
+
+
+def choices(context):
+    """The values each choice variable may take. cookiecutter names the template's
+    directory in _repo_dir; cruft does not, but it passes every answer through
+    cookiecutter's own check of choice variables."""
+    found = dict(CHOICES)
+    if context.get("_repo_dir"):
+        found = {"authenticator": authenticators(context["_repo_dir"]), **found}
+    return found
+
+
+def check_choice(allowed, value):
+    if value not in allowed:
+        return "must be one of " + ", ".join(allowed)
     return None
 
 
@@ -286,7 +303,8 @@ USED_ONLY_WITH = {
 def problems(context):
     """One line per problem: the variable, its value (JSON-quoted, so on one line) and the rule."""
     lines = []
-    for name, rule in list(RULES.items()) + [(n, None) for n in CHOICES]:
+    allowed = choices(context)
+    for name, rule in list(RULES.items()) + [(n, None) for n in allowed]:
         if name not in context:
             continue
         if name in USED_ONLY_WITH:
@@ -297,7 +315,7 @@ def problems(context):
         if not isinstance(value, str):
             problem = "must be a string"
         elif rule is None:
-            problem = check_choice(name, value)
+            problem = check_choice(allowed[name], value)
         else:
             problem = rule(value)
         if problem:

@@ -27,6 +27,21 @@ MATRIX = [
 ]
 
 
+# One folder per authenticator (CONTRIBUTING.md, "Adding an authenticator").
+AUTHENTICATORS = ROOT / "{{cookiecutter.project}}" / "authenticators"
+
+
+def needs_secrets(authenticator, authenticators=AUTHENTICATORS):
+    """The rule the template applies: the folder comes with a hub-secrets.env.example."""
+    return (authenticators / authenticator / "hub-secrets.env.example").exists()
+
+
+def authenticator_packages(authenticator, authenticators=AUTHENTICATORS):
+    """The pinned packages of the authenticator's requirements.txt."""
+    text = (authenticators / authenticator / "requirements.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
 def combo_id(combo):
     return "-".join(f"{k}={v}" for k, v in combo.items())
 
@@ -41,7 +56,7 @@ def clean_template():
     dest = Path(tempfile.mkdtemp(prefix="template-")) / "template"
     dest.mkdir()
     shutil.copy2(ROOT / "cookiecutter.json", dest)
-    for name in ("hooks", "{{cookiecutter.project}}"):
+    for name in ("hooks", "templates", "{{cookiecutter.project}}"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     atexit.register(shutil.rmtree, dest.parent, True)
     return dest

@@ -141,11 +141,18 @@ def hub_environment(workdir, secrets_env=None, namespace=NAMESPACE):
     return env
 
 
+def config_files(project):
+    """The files the project's Dockerfile copies into /usr/local/etc/jupyterhub/."""
+    copied = re.findall(r"^COPY (?:--\S+ )*(.+) /usr/local/etc/jupyterhub/$", (Path(project) / "Dockerfile").read_text(), re.M)
+    assert len(copied) == 1, f"expected one COPY into /usr/local/etc/jupyterhub/, found {copied}"
+    return copied[0].split()
+
+
 def install_config(project, workdir):
-    """The two config files side by side, as the Dockerfile puts them in /usr/local/etc/jupyterhub/."""
+    """The config files side by side, as the Dockerfile puts them in /usr/local/etc/jupyterhub/."""
     etc = Path(workdir) / "etc"
     etc.mkdir(parents=True, exist_ok=True)
-    for name in ("jupyterhub_config.py", "authenticator_config.py"):
+    for name in config_files(project):
         shutil.copy2(Path(project) / name, etc / name)
     return etc / "jupyterhub_config.py"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, need_tool, run_cookiecutter
+from conftest import TEMPLATE as TEMPLATE_JSON
 
 
 def load_hook(name):
@@ -195,13 +196,23 @@ def test_pre_gen_hook_holds_a_single_jinja_expression():
 
 
 def test_hooks_import_only_the_standard_library():
-    """Users have cookiecutter and nothing else (`pipx install cookiecutter`)."""
+    """Users have cookiecutter and nothing else (`pipx install cookiecutter`): the
+    standard library, and PyYAML, which cookiecutter itself depends on."""
     import sys
 
     for hook in (ROOT / "hooks").glob("*.py"):
         imported = re.findall(r"^\s*(?:from|import)\s+([A-Za-z_][A-Za-z0-9_]*)", hook.read_text(), re.M)
-        foreign = [m for m in imported if m not in sys.stdlib_module_names]
+        foreign = [m for m in imported if m not in sys.stdlib_module_names and m != "yaml"]
         assert not foreign, f"{hook.name} imports {foreign}"
+
+
+def test_authenticator_must_name_a_folder_of_the_template():
+    """cookiecutter gives the hook the template's directory: the folders there are the choices."""
+    assert rules.authenticators(ROOT) == tuple(sorted(TEMPLATE_JSON["authenticator"]))
+    assert rules.problems({"authenticator": "github", "_repo_dir": str(ROOT)}) == []
+    assert rules.problems({"authenticator": "pam", "_repo_dir": str(ROOT)}) == [
+        'authenticator="pam" must be one of dummy, generic-oauth, github, native, tmp'
+    ]
 
 
 # --- pre_prompt: the defaults -------------------------------------------------------
@@ -407,9 +418,10 @@ def test_done_when_example(tmp_path):
 
 def answers(**changes):
     """A context as the pre_gen hook sees it: the defaults rendered, then the changes."""
-    from conftest import TEMPLATE
+    from conftest import TEMPLATE, clean_template
 
-    context = {"_template": "gh:owner/repo", "_output_dir": "/work/out", "_repo_dir": "/tmp/x/template", "_checkout": None}
+    # _repo_dir: a real copy of the template, where the authenticators' folders are.
+    context = {"_template": "gh:owner/repo", "_output_dir": "/work/out", "_repo_dir": str(clean_template()), "_checkout": None}
     for name, raw in TEMPLATE.items():
         if name == "__prompts__":
             continue

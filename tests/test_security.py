@@ -12,8 +12,8 @@ Speed: every combination of conftest.MATRIX is baked once per test run (the bake
 and renders are shared between xdist workers through files under the session's
 base temp dir); renders are cached by the content of the project's k8s/ tree, so
 the combinations that differ only in kaniko_credentials, registry_insecure or
-idle_culling are rendered once. The template is baked from a copy of its three
-parts (cookiecutter.json, hooks/, {{cookiecutter.project}}/): cookiecutter's
+idle_culling are rendered once. The template is baked from a copy of its four
+parts (cookiecutter.json, hooks/, templates/, {{cookiecutter.project}}/): cookiecutter's
 pre_prompt support copies the whole template directory, .venv included, for
 every run.
 """
@@ -29,6 +29,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -51,6 +52,7 @@ KUBESPAWNER_COMMON_LABELS = {
 }
 KUBESPAWNER_COMPONENT = "singleuser-server"
 KUBESPAWNER_PORT = 8888  # KubeSpawner.__init__ sets it when Spawner.port is left at 0
+KUBESPAWNER_PORT_NAME = "notebook-port"  # the name make_pod gives it; NetworkPolicies use the name
 
 # The Role KubeSpawner needs without internal_ssl and services_enabled
 # (Zero to JupyterHub's hub Role minus secrets and services, which only those use).
@@ -93,7 +95,7 @@ def copy_template(dest):
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(ROOT / "cookiecutter.json", dest / "cookiecutter.json")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for part in ("hooks", "{{cookiecutter.project}}"):
+    for part in ("hooks", "templates", "{{cookiecutter.project}}"):
         shutil.copytree(ROOT / part, dest / part, ignore=ignore)
     return dest
 
@@ -245,8 +247,14 @@ def load_hub_config(project):
         "get_config": lambda: config,
         "load_subconfig": lambda _path: None,  # authenticator_config.py: checked by text
     }
+    saved_path = list(sys.path)
     with patched_environ(dict(os.environ, POD_NAMESPACE="checked-namespace")):
-        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)  # noqa: S102
+        try:
+            exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)  # noqa: S102
+        finally:
+            # It imports hub_helpers from its own directory: the next project has its own.
+            sys.path[:] = saved_path
+            sys.modules.pop("hub_helpers", None)
     return config
 
 
@@ -273,6 +281,11 @@ def user_pod_labels(hub_config):
 
 def user_port(hub_config):
     return hub_config.KubeSpawner.get("port", 0) or KUBESPAWNER_PORT
+
+
+def user_pod_ports(port):
+    """A user pod as far as named ports go: the one container port KubeSpawner declares."""
+    return {"spec": {"containers": [{"ports": [{"name": KUBESPAWNER_PORT_NAME, "containerPort": port}]}]}}
 
 
 def url_port(url):
@@ -556,7 +569,7 @@ def check_hub_network_policy(docs, user_labels, ingress_namespace, hub_api_port,
     egress = policy["spec"].get("egress") or []
     for index, rule in enumerate(egress):
         at = f"{where} egress rule {index}"
-        ports = {port for port, _ in rule_ports(rule)}
+        ports = {port for port, _ in rule_ports(rule, user_pod_ports(user_server_port))}
         if is_dns_rule(rule):
             continue
         if rule.get("ports") and ports <= {443, 6443} and {p for _, p in rule_ports(rule)} == {"TCP"}:
@@ -587,7 +600,7 @@ def check_singleuser_network_policy(docs, user_labels, user_server_port, hub_api
         at = f"{where} ingress rule {index}"
         if not only_pods(rule.get("from") or [], hub_labels, user_labels):
             problems.append(f"{at}: lets {rule.get('from') or 'anyone'} in; expected the hub pod only")
-        if rule_ports(rule) != [(user_server_port, "TCP")]:
+        if rule_ports(rule, user_pod_ports(user_server_port)) != [(user_server_port, "TCP")]:
             problems.append(f"{at}: ports {rule_ports(rule)}, expected the user server's {user_server_port}/TCP")
     egress = policy["spec"].get("egress") or []
     for index, rule in enumerate(egress):
@@ -595,7 +608,7 @@ def check_singleuser_network_policy(docs, user_labels, user_server_port, hub_api
         peers = rule.get("to") or []
         if is_dns_rule(rule):
             continue
-        if rule_ports(rule) == [(hub_api_port, "TCP")] and only_pods(peers, hub_labels, user_labels):
+        if rule_ports(rule, hub_pod(docs)) == [(hub_api_port, "TCP")] and only_pods(peers, hub_labels, user_labels):
             continue
         blocks = [peer.get("ipBlock") for peer in peers]
         if peers and all(blocks) and all(internet_only(block) for block in blocks):
@@ -718,6 +731,9 @@ def test_user_pod_labels_are_kubespawners():
     traits = kubespawner.KubeSpawner.class_traits()
     assert traits["common_labels"].default() == KUBESPAWNER_COMMON_LABELS
     assert traits["component_label"].default() == KUBESPAWNER_COMPONENT
+    # The NetworkPolicies name the user server's port as KubeSpawner's pods do.
+    pod = kubespawner.objects.make_pod(name="x", cmd=["jupyterhub-singleuser"], port=KUBESPAWNER_PORT, image="x", image_pull_policy="IfNotPresent")
+    assert [(p.name, p.container_port) for p in pod.spec.containers[0].ports] == [(KUBESPAWNER_PORT_NAME, KUBESPAWNER_PORT)]
 
 
 # A negative control for the checks above: each broken manifest is caught.
@@ -765,6 +781,15 @@ def test_checks_catch_broken_manifests(render):
     assert check_policy_ports_exist(
         broken(lambda d: one(d, "NetworkPolicy", "hub")["spec"]["ingress"][0]["ports"][0].update(port="proxy"))
     )
+    # A port name user pods do not have, on either side of the hub -> user server path.
+    assert check_singleuser_network_policy(
+        broken(lambda d: one(d, "NetworkPolicy", "singleuser")["spec"]["ingress"][0]["ports"][0].update(port="notebook")),
+        users, KUBESPAWNER_PORT, 8081,
+    )  # fmt: skip
+    assert check_hub_network_policy(
+        broken(lambda d: one(d, "NetworkPolicy", "hub")["spec"]["egress"][-1]["ports"][0].update(port="notebook")),
+        users, "", 8081,
+    )  # fmt: skip
 
 
 # --- B. Secrets -----------------------------------------------------------------------

@@ -2,22 +2,25 @@
 
 Inside the hub container:
 
-    Ingress --> :8000 configurable-http-proxy (started by the hub, a child process)
-                  |  /hub/...    --> 127.0.0.1:8081  the hub (loopback: no hairpin through the Service)
+    Ingress --> :PROXY_PUBLIC_PORT configurable-http-proxy (started by the hub, a child process)
+                  |  /hub/...    --> 127.0.0.1:HUB_PORT  the hub (loopback: no hairpin through the Service)
                   |  /user/...   --> the user's pod
-                  API on 127.0.0.1:8001 (only the hub talks to it)
-    user pods --> hub.<namespace>.svc:8081  the hub API, through the Service
+                  API on 127.0.0.1:PROXY_API_PORT (only the hub talks to it)
+    user pods --> hub.<namespace>.svc:HUB_PORT  the hub API, through the Service
 
 How users log in is configured in authenticator_config.py, loaded at the end.
+What both files share is in hub_helpers.py, which lies next to them.
 """
 
 import os
 import sys
 from pathlib import Path
 
+# The helpers next to this file (Zero to JupyterHub loads its z2jh.py the same way).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hub_helpers import require_env  # noqa: E402
+
 # --- Chosen when this repository was generated ---------------------------------
-# The address users open (used for OAuth callbacks).
-PUBLIC_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ cookiecutter.hostname) | tojson }}
 ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
 USER_IMAGE = {{ cookiecutter.user_image | tojson }}
 USER_STORAGE = {{ "True" if cookiecutter.user_storage == "yes" else "False" }}
@@ -26,7 +29,9 @@ STORAGE_CLASS = {{ cookiecutter.storage_class | tojson }}  # empty: the cluster'
 IDLE_CULLING = {{ "True" if cookiecutter.idle_culling == "yes" else "False" }}
 IDLE_TIMEOUT_SECONDS = {{ cookiecutter.idle_timeout | int }}
 
-# The Service in front of this pod (k8s/base/service.yaml) and its hub API port.
+# The Service in front of this pod (k8s/base/hub-service.yaml) and the ports: the
+# hub API's, the proxy's public one (both declared in k8s/base/hub-deployment.yaml,
+# which names them hub and http), and the proxy's API, which stays inside the pod.
 HUB_SERVICE_NAME = "hub"
 HUB_PORT = 8081
 PROXY_PUBLIC_PORT = 8000
@@ -35,15 +40,14 @@ PROXY_API_PORT = 8001
 # Where the hub keeps its state: the PersistentVolumeClaim mounted at /srv/jupyterhub.
 STATE_DIR = Path(os.environ.get("JUPYTERHUB_STATE_DIR", "/srv/jupyterhub"))
 
-# The pod's own namespace, from the downward API (POD_NAMESPACE in deployment.yaml).
-NAMESPACE = os.environ.get("POD_NAMESPACE", "")
-if not NAMESPACE:
-    sys.exit(
-        "jupyterhub_config.py: POD_NAMESPACE is not set; the Deployment sets it"
-        " from the downward API (fieldRef metadata.namespace)"
-    )
+# The pod's own namespace, from the downward API (POD_NAMESPACE in hub-deployment.yaml).
+NAMESPACE = require_env(
+    "POD_NAMESPACE", "the Deployment sets it from the downward API (fieldRef metadata.namespace)"
+)
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
+# INFO unless the Deployment says otherwise (the development overlay asks for DEBUG).
+c.Application.log_level = os.environ.get("JUPYTERHUB_LOG_LEVEL", "INFO")
 
 # --- The proxy, started and stopped by the hub ------------------------------------
 c.JupyterHub.bind_url = f"http://:{PROXY_PUBLIC_PORT}"  # the public port, all interfaces

@@ -1,28 +1,19 @@
 """Log in with GitHub (OAuthenticator's GitHubOAuthenticator).
 
 Create an OAuth app at https://github.com/settings/developers with the callback
-URL below; its client ID and secret come from the Secret `hub-secrets`
+URL <PUBLIC_URL>/hub/oauth_callback (PUBLIC_URL: see hub_helpers.py); its client ID and secret come from the Secret `hub-secrets`
 (OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET), never from this repository.
 Who may log in: the admin, users the admin adds in the admin panel, and members
 of the organizations listed in GITHUB_ALLOWED_ORGANIZATIONS (comma-separated).
 """
 
 import os
-import sys
 
-
-def require_env(name, why):
-    value = os.environ.get(name, "")
-    if not value:
-        sys.exit(f"authenticator_config.py: {name} is not set: {why}")
-    return value
-
-
-CALLBACK_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ cookiecutter.hostname ~ "/hub/oauth_callback") | tojson }}
+from hub_helpers import PUBLIC_URL, require_env
 
 c = get_config()  # noqa: F821
 c.JupyterHub.authenticator_class = "github"
-c.GitHubOAuthenticator.oauth_callback_url = CALLBACK_URL
+c.GitHubOAuthenticator.oauth_callback_url = f"{PUBLIC_URL}/hub/oauth_callback"
 c.GitHubOAuthenticator.client_id = require_env(
     "OAUTH_CLIENT_ID", "the client ID of your GitHub OAuth app"
 )

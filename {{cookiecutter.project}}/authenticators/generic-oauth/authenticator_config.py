@@ -1,6 +1,7 @@
 """Log in with an OAuth 2 / OpenID Connect provider (OAuthenticator's GenericOAuthenticator).
 
-Register a client with your provider with the callback URL below; its client ID
+Register a client with your provider with the callback URL
+<PUBLIC_URL>/hub/oauth_callback (PUBLIC_URL: see hub_helpers.py); its client ID
 and secret come from the Secret `hub-secrets` (OAUTH_CLIENT_ID,
 OAUTH_CLIENT_SECRET), never from this repository.
 Who may log in: the admin, users the admin adds in the admin panel, and everyone
@@ -8,21 +9,12 @@ the provider authenticates if OAUTH_ALLOW_ALL is "true".
 """
 
 import os
-import sys
 
-
-def require_env(name, why):
-    value = os.environ.get(name, "")
-    if not value:
-        sys.exit(f"authenticator_config.py: {name} is not set: {why}")
-    return value
-
-
-CALLBACK_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ cookiecutter.hostname ~ "/hub/oauth_callback") | tojson }}
+from hub_helpers import PUBLIC_URL, require_env
 
 c = get_config()  # noqa: F821
 c.JupyterHub.authenticator_class = "generic-oauth"
-c.GenericOAuthenticator.oauth_callback_url = CALLBACK_URL
+c.GenericOAuthenticator.oauth_callback_url = f"{PUBLIC_URL}/hub/oauth_callback"
 c.GenericOAuthenticator.authorize_url = {{ cookiecutter.__oauth_authorize_url | tojson }}
 c.GenericOAuthenticator.token_url = {{ cookiecutter.__oauth_token_url | tojson }}
 c.GenericOAuthenticator.userdata_url = {{ cookiecutter.__oauth_userdata_url | tojson }}

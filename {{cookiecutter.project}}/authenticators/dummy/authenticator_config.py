@@ -6,16 +6,7 @@ Secret `hub-secrets` (see the README), never from this repository.
 Good for workshops and trials; use OAuth for anything that lasts.
 """
 
-import os
-import sys
-
-
-def require_env(name, why):
-    value = os.environ.get(name, "")
-    if not value:
-        sys.exit(f"authenticator_config.py: {name} is not set: {why}")
-    return value
-
+from hub_helpers import require_env
 
 c = get_config()  # noqa: F821
 c.JupyterHub.authenticator_class = "shared-password"
