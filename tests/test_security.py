@@ -245,7 +245,9 @@ def load_hub_config(project):
         "get_config": lambda: config,
         "load_subconfig": lambda _path: None,  # authenticator_config.py: checked by text
     }
-    with patched_environ(dict(os.environ, POD_NAMESPACE="checked-namespace")):
+    # The pid file the config removes when stale: in a directory of our own, not the pod's path.
+    pid_file = Path(tempfile.mkdtemp(prefix="hub-config-")) / "jupyterhub-proxy.pid"
+    with patched_environ(dict(os.environ, POD_NAMESPACE="checked-namespace", JUPYTERHUB_PROXY_PID_FILE=str(pid_file))):
         exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)  # noqa: S102
     return config
 
