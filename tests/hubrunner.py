@@ -385,7 +385,7 @@ class HubProcess:
         """Poll /hub/health through the proxy's public port; seconds from start to the first 200."""
         return wait_for_health(self.proc, f"{self.url}/hub/health", self.started_at, timeout, self.log_tail, "hub")
 
-    def stop(self, timeout=20):
+    def stop(self, timeout=30):
         """SIGTERM to the hub (it stops CHP and its services), then make sure all are gone.
 
         Returns the hub's exit code, or None if it had to be killed.
