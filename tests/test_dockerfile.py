@@ -1,29 +1,122 @@
 """The generated Dockerfile passes hadolint, and keeps the layer order that makes rebuilds cheap."""
 
+import json
+import os
 import re
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from conftest import need_tool
+from conftest import TEMPLATE, need_tool
+from hubrunner import CHP_BIN
 
 VARIANTS = [{}, {"authenticator": "github"}, {"authenticator": "native", "idle_culling": "no"}, {"hub_version": "4.3.0"}]
 
 
+def hadolint(dockerfile, workdir):
+    """hadolint on a copy of dockerfile, with nothing around it that could switch a rule off.
+
+    hadolint reads a .hadolint.yaml from its working directory and from HOME (or
+    XDG_CONFIG_HOME), HADOLINT_* variables from the environment, and `# hadolint
+    ignore=` comments from the file. Here: a fresh directory, a fresh HOME, an
+    explicit empty configuration, no HADOLINT_* variables, pragmas disabled, and
+    every severity down to "style" fails. CompletedProcess; its output names the rules.
+    """
+    binary = need_tool("hadolint")
+    workdir = Path(workdir)
+    home = workdir / "home"
+    home.mkdir(parents=True)
+    config = workdir / "no-rules-off.yaml"
+    config.write_text("{}\n", encoding="utf-8")
+    shutil.copyfile(dockerfile, workdir / "Dockerfile")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    return subprocess.run(
+        [binary, "--no-color", "--config", str(config), "--disable-ignore-pragma", "--failure-threshold", "style",
+         "Dockerfile"],
+        cwd=workdir, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False,
+    )
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) or "default")
-def test_hadolint_passes(bake, variant):
-    hadolint = need_tool("hadolint")
+def test_hadolint_passes(bake, variant, tmp_path):
     project = bake(**variant)
-    result = subprocess.run([hadolint, "--no-color", str(project / "Dockerfile")], capture_output=True, text=True)
+    result = hadolint(project / "Dockerfile", tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert not (project / ".hadolint.yaml").exists(), "no rules switched off"
+    assert "hadolint" not in (project / "Dockerfile").read_text().lower(), "no rule switched off inline"
+    assert not list(project.rglob("*hadolint*")), "no rules switched off"
 
 
 def test_hadolint_can_fail(tmp_path):
-    hadolint = need_tool("hadolint")
-    bad = tmp_path / "Dockerfile"
-    bad.write_text("FROM debian\nRUN apt-get install curl\n")
-    assert subprocess.run([hadolint, str(bad)], capture_output=True).returncode != 0
+    result = hadolint(write(tmp_path / "src" / "Dockerfile", "FROM debian\nRUN apt-get install curl\n"), tmp_path / "lint")
+    assert result.returncode != 0
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# An apt-get install without version pins (DL3008), and the ways hadolint offers to switch it off.
+VIOLATION = """\
+FROM debian:12
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends curl \\
+ && rm -rf /var/lib/apt/lists/*
+"""
+PRAGMA = "# hadolint ignore=DL3008\n"
+IGNORE_DL3008 = "ignored:\n  - DL3008\n"
+
+
+def plain_hadolint(cwd, home, extra_env=None):
+    """`hadolint Dockerfile` as someone runs it: from cwd, with that HOME."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), **(extra_env or {})}
+    return subprocess.run(
+        [need_tool("hadolint"), "--no-color", "Dockerfile"], cwd=cwd, env=env, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=60, check=False,
+    )
+
+
+def test_hadolint_reports_what_a_pragma_a_config_file_or_the_environment_would_silence(tmp_path, monkeypatch):
+    """The planted fault: a `# hadolint ignore=` pragma, .hadolint.yaml in the working directory
+    and in HOME, HADOLINT_IGNORE; each one alone silences a plain `hadolint Dockerfile`."""
+    lines = VIOLATION.split("\n", 1)
+    empty_home = tmp_path / "empty-home"
+    empty_home.mkdir()
+    assert plain_hadolint(write(tmp_path / "bare" / "Dockerfile", VIOLATION).parent, empty_home).returncode != 0
+
+    silencers = {
+        "pragma": (lines[0] + "\n" + PRAGMA + lines[1], {}, {}, {}),
+        "cwd": (VIOLATION, {".hadolint.yaml": IGNORE_DL3008}, {}, {}),
+        "home": (VIOLATION, {}, {".hadolint.yaml": IGNORE_DL3008}, {}),
+        "xdg": (VIOLATION, {}, {".config/hadolint.yaml": IGNORE_DL3008}, {}),
+        "env": (VIOLATION, {}, {}, {"HADOLINT_IGNORE": "DL3008"}),
+    }
+    for name, (dockerfile, cwd_files, home_files, env) in silencers.items():
+        cwd, home = tmp_path / name / "cwd", tmp_path / name / "home"
+        write(cwd / "Dockerfile", dockerfile)
+        home.mkdir(parents=True)
+        for path, text in cwd_files.items():
+            write(cwd / path, text)
+        for path, text in home_files.items():
+            write(home / path, text)
+        plain = plain_hadolint(cwd, home, env)
+        assert plain.returncode == 0, f"{name}: the plant does not silence hadolint: {plain.stdout}"
+
+    # All at once, in the environment of the test process itself.
+    cwd, home = tmp_path / "all" / "cwd", tmp_path / "all" / "home"
+    dockerfile = write(cwd / "Dockerfile", lines[0] + "\n" + PRAGMA + lines[1])
+    write(cwd / ".hadolint.yaml", IGNORE_DL3008)
+    write(home / ".hadolint.yaml", IGNORE_DL3008)
+    write(home / ".config" / "hadolint.yaml", IGNORE_DL3008)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("HADOLINT_IGNORE", "DL3008")
+    result = hadolint(dockerfile, tmp_path / "lint")
+    assert result.returncode != 0 and "DL3008" in result.stdout, result.stdout + result.stderr
 
 
 def test_layer_order_and_final_user(bake):
@@ -38,5 +131,30 @@ def test_layer_order_and_final_user(bake):
     assert proxy_copy < requirements_copy < config_copy == len(text_order) - 1
     assert steps[-1] == "CMD" and "USER 1000" in final_stage
     assert "curl" not in dockerfile and "| bash" not in dockerfile and "| sh" not in dockerfile
-    assert re.search(r"^ARG CHP_VERSION=4\.6\.3$", dockerfile, re.M)
-    assert re.search(r"^ARG K8S_HUB_VERSION=4\.4\.0$", dockerfile, re.M)
+
+
+@pytest.mark.parametrize("hub_version", [TEMPLATE["hub_version"], "4.3.0"])
+def test_base_image_is_the_chosen_hub_version(bake, hub_version):
+    dockerfile = (bake(hub_version=hub_version) / "Dockerfile").read_text()
+    assert dockerfile_args(dockerfile)["K8S_HUB_VERSION"] == hub_version
+    assert dockerfile.count("FROM quay.io/jupyterhub/k8s-hub:${K8S_HUB_VERSION}") == 2
+
+
+def test_pinned_proxy_supports_the_pinned_node(bake):
+    """The CHP the Dockerfile pins declares support for the Node.js major it installs
+    (read from the package the test tools installed, which is also what test_hub boots)."""
+    dockerfile = (bake() / "Dockerfile").read_text()
+    package = CHP_BIN.parent / "configurable-http-proxy" / "package.json"
+    if not package.exists():
+        need_tool("configurable-http-proxy (scripts/install-test-tools puts it in build/chp)")
+    manifest = json.loads(package.read_text(encoding="utf-8"))
+    assert manifest["version"] == dockerfile_args(dockerfile)["CHP_VERSION"], "build/chp is not the pinned CHP"
+    node_majors = set(re.findall(r"'nodejs=(\d+)\.\*'", dockerfile))
+    assert len(node_majors) == 1, f"both stages install one Node.js major: {node_majors}"
+    minimum = re.fullmatch(r">=\s*(\d+)(\.\d+)*", manifest["engines"]["node"].strip())
+    assert minimum, f"engines.node {manifest['engines']['node']!r}: not a plain lower bound"
+    assert int(node_majors.pop()) >= int(minimum.group(1)), manifest["engines"]
+
+
+def dockerfile_args(dockerfile):
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, re.M))

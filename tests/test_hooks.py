@@ -1,14 +1,20 @@
 """The hooks: validation rules, defaults from the environment, and what a bad run leaves behind."""
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, need_tool, run_cookiecutter
+from conftest import ROOT, clean_template, need_tool, run_cookiecutter
 from conftest import TEMPLATE as TEMPLATE_JSON
 
 
@@ -313,15 +319,80 @@ def test_no_kubectl_no_cluster_still_generates(tmp_path):
     assert 'namespace: "jupyterhub"' in read(tmp_path / "jupyterhub-deploy", "k8s/overlays/development/kustomization.yaml")
 
 
-def test_hanging_kubectl_is_given_up_on(tmp_path):
+# Far longer than any allowance: only the hook's own timeout can end the run in time.
+FAKE_KUBECTL_HANG_SECONDS = 3600
+
+
+def bake_with_hanging_kubectl(template, tmp_path):
+    """Bake with a kubectl that never answers; seconds the whole run took.
+
+    The allowance is the hook's timeout plus a generous margin for cookiecutter
+    itself on a busy machine: a bound, not a measurement. The run has its own
+    session, so that whatever it leaves behind (the fake, a hook stuck on it) is
+    killed with it, whether it finished in time or not.
+    """
+    allowance = pre_prompt.KUBECTL_TIMEOUT_SECONDS + 20
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    started_file = tmp_path / "kubectl-started"
     fake = bin_dir / "kubectl"
-    fake.write_text("#!/bin/sh\nsleep 60\n")
+    # exec: the hook's kill reaches the sleeping process itself, not a shell above it.
+    fake.write_text(f"#!/bin/sh\necho $$ > '{started_file}'\nexec sleep {FAKE_KUBECTL_HANG_SECONDS}\n")
     fake.chmod(0o755)
     env = clean_env(tmp_path, PATH=f"{bin_dir}:{os.environ['PATH']}")
-    result = run_cookiecutter(cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
+    cookiecutter = Path(sys.executable).parent / "cookiecutter"
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(cookiecutter), "--no-input", str(template)],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=allowance)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"cookiecutter was still running {allowance} s after it started, with a kubectl that hangs"
+            f" (the hook gives kubectl {pre_prompt.KUBECTL_TIMEOUT_SECONDS} s)"
+        ) from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    elapsed = time.monotonic() - started
+    assert started_file.exists(), "the hook never ran kubectl: this test proves nothing"
+    assert proc.returncode == 0, err
+    kubectl_pid = int(started_file.read_text())
+    assert not Path(f"/proc/{kubectl_pid}").exists() or process_state(kubectl_pid) == "Z", (
+        "the hook gave up on kubectl but left it running"
+    )
+    assert 'namespace: "jupyterhub"' in read(tmp_path / "jupyterhub-deploy", "k8s/overlays/development/kustomization.yaml")
+    return elapsed
+
+
+def process_state(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def test_hanging_kubectl_is_given_up_on(tmp_path):
+    elapsed = bake_with_hanging_kubectl(clean_template(), tmp_path)
+    print(f"\nbaked in {elapsed:.1f} s with a kubectl that hangs")
+
+
+def test_hanging_kubectl_check_fails_without_the_hooks_timeout(tmp_path):
+    """The planted fault: the same check on a template whose hook waits for kubectl forever."""
+    template = tmp_path / "template"
+    shutil.copytree(clean_template(), template)
+    hook = template / "hooks" / "pre_prompt.py"
+    text = hook.read_text(encoding="utf-8")
+    assert text.count("timeout=KUBECTL_TIMEOUT_SECONDS,") == 1
+    hook.write_text(text.replace("timeout=KUBECTL_TIMEOUT_SECONDS,", ""), encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(AssertionError, match="still running"):
+        bake_with_hanging_kubectl(template, work)
 
 
 # --- Bad input: one line per problem, nothing written, nothing changed ----------------

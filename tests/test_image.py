@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,8 +36,18 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import CHOICE_VARIABLES, IN_CI, ROOT, TEMPLATE, need_tool
-from hubrunner import descendants, free_port, process_argv, read_env_file, wait_for_health, write_kube_config, xsrf_form
+from conftest import CHOICE_VARIABLES, IN_CI, ROOT, TEMPLATE, clean_template, need_tool, run_cookiecutter
+from hubrunner import (
+    deployment_env,
+    descendants,
+    free_port,
+    process_argv,
+    read_env_file,
+    wait_for_exits,
+    wait_for_health,
+    write_kube_config,
+    xsrf_form,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image")]
 
@@ -212,6 +223,11 @@ def secrets_for(project, authenticator):
     return values
 
 
+def pod_env(project, authenticator):
+    """The container's environment in the pod: the Deployment's variables and the Secret's."""
+    return {**deployment_env(project), **secrets_for(project, authenticator)}
+
+
 class ImageHub:
     """The image run like the hub's pod: `buildah from` + `buildah run` of ENTRYPOINT + CMD.
 
@@ -298,10 +314,9 @@ class ImageHub:
                     self.exit_code = self.proc.wait(timeout)
                 except subprocess.TimeoutExpired:
                     self.exit_code = None
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline and any(process_argv(p) == a for p, a in self.tree.items()):
-                    time.sleep(0.1)
-                self.leftovers = {p: a for p, a in self.tree.items() if process_argv(p) == a}
+                # What is still running once the container's processes had the time
+                # to exit (waited for, not a fixed window).
+                self.leftovers = wait_for_exits(self.tree) if self.exit_code is not None else dict(self.tree)
                 for p, a in self.leftovers.items():
                     if process_argv(p) == a:
                         with contextlib.suppress(ProcessLookupError):
@@ -330,14 +345,61 @@ class ImageHub:
         self.stop()
 
 
-def run_in_image(image, *argv, buildah=BUILDAH):
-    """Run one command in a throw-away container of the image, as its user; CompletedProcess."""
+def run_in_image(image, *argv, buildah=BUILDAH, user=None):
+    """Run one command in a throw-away container of the image, as its user (or user); CompletedProcess."""
     name = f"{CONTAINER_PREFIX}-{os.getpid()}-{time.monotonic_ns()}"
     run([*buildah, "from", "--pull-never", "--name", name, image])
     try:
-        return run([*buildah, "run", "--isolation", "chroot", "--network", "host", name, "--", *argv], check=False)
+        as_user = ["--user", user] if user else []
+        return run([*buildah, "run", "--isolation", "chroot", "--network", "host", *as_user, name, "--", *argv], check=False)
     finally:
         run([*buildah, "rm", name], check=False)
+
+
+# Who runs the hub's image without being root: the pod's user (hub-deployment.yaml:
+# uid 1000, group 1000), and an arbitrary uid in group 0, as OpenShift runs images.
+NON_ROOT_USERS = ("1000:1000", "1000:0")
+CONFIG_FILES = ("jupyterhub_config.py", "authenticator_config.py")
+
+
+def config_changes(image, user, buildah=BUILDAH):
+    """The ways user could change the hub's configuration in the image ([] if none).
+
+    Tries them for real in a throw-away container: append to each config file, add a
+    file next to them, rename one, change a file's mode. Fails outright if user
+    cannot read the files (the hub could not start) or they are not there.
+    """
+    script = f"""
+cd {CONFIG_DIR} || exit 90
+for f in {' '.join(CONFIG_FILES)}; do
+  test -f "$f" && test -r "$f" || {{ echo "cannot read $f"; exit 91; }}
+  if ( : >> "$f" ) 2>/dev/null; then echo "append to $f"; fi
+  if chmod 0666 "$f" 2>/dev/null; then echo "chmod $f"; fi
+done
+if ( : > added_config.py ) 2>/dev/null; then echo "add a file to {CONFIG_DIR}"; fi
+if mv {CONFIG_FILES[0]} moved.py 2>/dev/null; then echo "rename {CONFIG_FILES[0]}"; fi
+exit 0
+"""
+    out = run_in_image(image, "sh", "-c", script, buildah=buildah, user=user)
+    assert out.returncode == 0, f"as {user}: {out.stdout}{out.stderr}"
+    return [f"as {user}: {line}" for line in out.stdout.splitlines() if line.strip()]
+
+
+def checkout_under_umask(dest, umask):
+    """The template as a clone made under umask looks: files created 0666 & ~umask."""
+    source = clean_template()
+    old = os.umask(umask)
+    try:
+        for path in sorted(source.rglob("*")):
+            target = dest / path.relative_to(source)
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)  # a new file: mode from the umask, as git checks out
+    finally:
+        os.umask(old)
+    return dest
 
 
 def remove_stale_containers():
@@ -447,17 +509,53 @@ def test_image_contents(default_image):
     out = run_in_image(default_image["tag"], "sh", "-c", script)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == "4.6.3", lines
-    assert re.fullmatch(r"v18\.\d+\.\d+", lines[1]), lines
+    dockerfile = (project / "Dockerfile").read_text(encoding="utf-8")
+    assert lines[0] == re.search(r"^ARG CHP_VERSION=(\S+)$", dockerfile, re.M).group(1), lines
+    node_major = re.search(r"'nodejs=(\d+)\.\*'", dockerfile).group(1)
+    assert re.fullmatch(rf"v{node_major}\.\d+\.\d+", lines[1]), lines
     assert lines[2] == "1000", lines
     assert "NPM-PRESENT" not in out.stdout, "npm belongs in the build stage only"
-    for line in lines[3:6]:
-        owner, mode, path = line.split(" ", 2)
-        assert owner == "0" and not int(mode, 8) & 0o022, f"{path}: the hub must not be able to change it ({line})"
+    owner, mode, path = lines[3].split(" ", 2)
+    assert owner == "0" and not int(mode, 8) & 0o022, f"{path}: the hub must not be able to change its proxy ({lines[3]})"
     for line in lines[6:8]:
         digest, path = line.split()
         local = project / Path(path).name
         assert digest == hashlib.sha256(local.read_bytes()).hexdigest(), f"{path} differs from the baked {local}"
+
+
+def test_the_hub_cannot_change_its_configuration(default_image):
+    """Not as the pod runs it (uid 1000), nor as any uid in group 0."""
+    changes = [c for user in NON_ROOT_USERS for c in config_changes(default_image["tag"], user)]
+    assert not changes, "\n".join(changes)
+
+
+def test_config_protection_does_not_depend_on_the_clones_umask(images, tmp_path):
+    """The planted fault: a clone made under umask 002 (the config files 0664). Built as it
+    is, the hub still cannot change its configuration; built without COPY --chmod, it can."""
+    template = checkout_under_umask(tmp_path / "clone", 0o002)
+    baked = run_cookiecutter("-o", str(tmp_path / "out"), cwd=tmp_path, template=template)
+    assert baked.returncode == 0, baked.stderr
+    project = tmp_path / "out" / TEMPLATE["project"]
+    modes = {name: oct((project / name).stat().st_mode & 0o777) for name in CONFIG_FILES}
+    assert set(modes.values()) == {"0o664"}, f"the plant did not take: {modes}"
+    images({})  # the default image: its layers are the cache for the two builds below
+
+    tags = {"as-is": f"{IMAGE_REPO}:umask002", "no-chmod": f"{IMAGE_REPO}:umask002-no-chmod"}
+    try:
+        build_image(project, tags["as-is"], tmp_path / "as-is.log")
+        changes = [c for user in NON_ROOT_USERS for c in config_changes(tags["as-is"], user)]
+        assert not changes, "\n".join(changes)
+
+        dockerfile = project / "Dockerfile"
+        text = dockerfile.read_text(encoding="utf-8")
+        assert text.count("COPY --chmod=0644 ") == 1
+        dockerfile.write_text(text.replace("COPY --chmod=0644 ", "COPY "), encoding="utf-8")
+        build_image(project, tags["no-chmod"], tmp_path / "no-chmod.log")
+        changes = [c for user in NON_ROOT_USERS for c in config_changes(tags["no-chmod"], user)]
+        assert any("1000:0: append to jupyterhub_config.py" in c for c in changes), changes
+    finally:
+        for tag in tags.values():
+            run(["buildah", "rmi", tag], check=False)
 
 
 def test_default_image_runs_as_the_pod_would(default_image, tmp_path, record_property):
@@ -465,7 +563,7 @@ def test_default_image_runs_as_the_pod_would(default_image, tmp_path, record_pro
     healthy and serving the login page on port 8000, state on the volume, clean stop on SIGTERM."""
     require_free_hub_ports()
     project = default_image["project"]
-    secrets = secrets_for(project, "dummy")
+    secrets = pod_env(project, "dummy")
     assert secrets.get("JUPYTERHUB_ADMIN_PASSWORD"), "the baked hub-secrets.env has the generated passwords"
     hub = ImageHub(default_image["tag"], tmp_path, secrets)
     assert hub.config["User"] == "1000"
@@ -500,7 +598,10 @@ def test_default_image_runs_as_the_pod_would(default_image, tmp_path, record_pro
         assert {"jupyterhub.sqlite", "jupyterhub_cookie_secret"} <= set(state), state
         assert all(p.stat().st_uid == 1000 for p in state.values())
         assert state["jupyterhub_cookie_secret"].stat().st_mode & 0o077 == 0
-        assert (hub.tmp / "jupyterhub-proxy.pid").exists(), "the proxy's pid file goes to /tmp (the emptyDir)"
+        pid_file = Path(secrets["JUPYTERHUB_PROXY_PID_FILE"])
+        assert pid_file.parent == Path("/tmp") and (hub.tmp / pid_file.name).exists(), (
+            f"the proxy's pid file goes to {pid_file}, in the emptyDir at /tmp"
+        )
     finally:
         code = hub.stop()
     assert code == 0, f"SIGTERM to tini: the container should exit 0, got {code}\n{hub.log_tail()}"
@@ -518,7 +619,7 @@ def test_every_requirements_variant_builds_and_starts(images, tmp_path):
             continue
         seen.add(image["tag"])
         authenticator = combo["authenticator"]
-        hub = ImageHub(image["tag"], tmp_path / variant_tag(combo), secrets_for(image["project"], authenticator))
+        hub = ImageHub(image["tag"], tmp_path / variant_tag(combo), pod_env(image["project"], authenticator))
         try:
             hub.start()
             seconds = hub.wait_ready()

@@ -248,7 +248,9 @@ def load_hub_config(project):
         "load_subconfig": lambda _path: None,  # authenticator_config.py: checked by text
     }
     saved_path = list(sys.path)
-    with patched_environ(dict(os.environ, POD_NAMESPACE="checked-namespace")):
+    # The pid file the config removes when stale: in a directory of our own, not the pod's path.
+    pid_file = Path(tempfile.mkdtemp(prefix="hub-config-")) / "jupyterhub-proxy.pid"
+    with patched_environ(dict(os.environ, POD_NAMESPACE="checked-namespace", JUPYTERHUB_PROXY_PID_FILE=str(pid_file))):
         try:
             exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)  # noqa: S102
         finally:

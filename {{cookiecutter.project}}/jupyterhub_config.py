@@ -45,6 +45,11 @@ NAMESPACE = require_env(
     "POD_NAMESPACE", "the Deployment sets it from the downward API (fieldRef metadata.namespace)"
 )
 
+# Where the proxy's pid file goes: set by the Deployment, next to the volume it is on.
+PROXY_PID_FILE = require_env(
+    "JUPYTERHUB_PROXY_PID_FILE", "the Deployment sets it to a path in the pod's emptyDir"
+)
+
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
 # INFO unless the Deployment says otherwise (the development overlay asks for DEBUG).
 c.Application.log_level = os.environ.get("JUPYTERHUB_LOG_LEVEL", "INFO")
@@ -53,12 +58,13 @@ c.Application.log_level = os.environ.get("JUPYTERHUB_LOG_LEVEL", "INFO")
 c.JupyterHub.bind_url = f"http://:{PROXY_PUBLIC_PORT}"  # the public port, all interfaces
 c.ConfigurableHTTPProxy.should_start = True
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"  # loopback only
+# The proxy's pid file, in the pod's emptyDir (hub-deployment.yaml says where).
 # The proxy is this container's child and dies with it, so a pid file found at
-# start is always stale (/tmp is an emptyDir, which outlives container restarts)
-# and JupyterHub would signal whatever process has that pid now: remove it.
-PROXY_PID_FILE = Path("/tmp/jupyterhub-proxy.pid")
-PROXY_PID_FILE.unlink(missing_ok=True)
-c.ConfigurableHTTPProxy.pid_file = str(PROXY_PID_FILE)
+# start is always stale (the emptyDir outlives container restarts) and JupyterHub
+# would signal whatever process has that pid now: remove it. Only this path is
+# touched: loading this file anywhere else leaves that machine's files alone.
+Path(PROXY_PID_FILE).unlink(missing_ok=True)
+c.ConfigurableHTTPProxy.pid_file = PROXY_PID_FILE
 
 # --- The hub -------------------------------------------------------------------------
 # Listen on all interfaces (user pods come in through the Service), but tell the
