@@ -117,6 +117,19 @@ def matches(obj, labels, fields):
     return True
 
 
+def container_status(container, ready, state):
+    """A containerStatuses entry with every field the client's model requires."""
+    return {
+        "name": container["name"],
+        "image": container["image"],
+        "imageID": f"emulated://{container['image']}",
+        "ready": ready,
+        "started": "running" in state,
+        "restartCount": 0,
+        "state": state,
+    }
+
+
 # --- The cluster --------------------------------------------------------------------------
 
 
@@ -527,10 +540,7 @@ class Cluster:
         if image is None:
             await self._event(pod, "Failed", f'Failed to pull image "{container["image"]}": not found', "Warning")
             await self._set_pod_status(
-                name,
-                containerStatuses=[
-                    {"name": container["name"], "ready": False, "state": {"waiting": {"reason": "ErrImagePull"}}}
-                ],
+                name, containerStatuses=[container_status(container, False, {"waiting": {"reason": "ErrImagePull"}})]
             )
             return
         await self._event(pod, "Pulled", f'Container image "{container["image"]}" already present on machine')
@@ -580,16 +590,7 @@ class Cluster:
             hostIP="127.0.0.1",
             startTime=started,
             conditions=[{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}],
-            containerStatuses=[
-                {
-                    "name": container["name"],
-                    "image": container["image"],
-                    "ready": True,
-                    "started": True,
-                    "restartCount": 0,
-                    "state": {"running": {"startedAt": started}},
-                }
-            ],
+            containerStatuses=[container_status(container, True, {"running": {"startedAt": started}})],
         )
         code = await self.loop.run_in_executor(None, proc.wait)
         if self.processes.get(name) is proc and "deletionTimestamp" not in self.objects["pods"][name]["metadata"]:
@@ -600,9 +601,7 @@ class Cluster:
                 name,
                 phase="Failed" if code else "Succeeded",
                 conditions=[{"type": "Ready", "status": "False"}],
-                containerStatuses=[
-                    {"name": container["name"], "ready": False, "state": {"terminated": {"exitCode": code}}}
-                ],
+                containerStatuses=[container_status(container, False, {"terminated": {"exitCode": code}})],
             )
 
     def _home(self, pod, container, image):

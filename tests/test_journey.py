@@ -84,7 +84,12 @@ def check_pod(deployment, context, name):
     assert security["allowPrivilegeEscalation"] is False, security
     assert spec["automountServiceAccountToken"] is False, spec
     claims = [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
-    assert claims == ([f"claim-{name}"] if context["user_storage"] == "yes" else []), spec.get("volumes")
+    if context["user_storage"] == "yes":
+        # claim-<name>, the name escaped for Kubernetes as KubeSpawner does it.
+        assert len(claims) == 1 and claims[0].startswith("claim-"), spec.get("volumes")
+        assert claims == cluster.created_names("persistentvolumeclaims")[-1:], (claims, cluster.created)
+    else:
+        assert claims == [], spec.get("volumes")
 
     # The kubelet ran it as uid 1000 with the pod's environment (+ the image's PATH and HOME).
     proc = cluster.pod_process(pod_name)
@@ -96,7 +101,7 @@ def check_pod(deployment, context, name):
     pod_ip = cluster.objects["pods"][pod_name]["status"]["podIP"]
     expected = {k: v.replace("0.0.0.0", pod_ip) for k, v in env.items()}
     assert {k: v for k, v in environ.items() if k not in ("PATH", "HOME")} == expected, environ
-    return pod_name
+    return pod_name, (claims or [None])[0]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -113,7 +118,7 @@ def test_journey(bake, tools, tmp_path, case, record_property):
             assert "started" in status, status
 
             # 2. The pod, as the API server received it; the claim.
-            pod_name = check_pod(deployment, context, name)
+            pod_name, claim = check_pod(deployment, context, name)
             routes = hub.routes()
             pod_ip = cluster.objects["pods"][pod_name]["status"]["podIP"]
             assert routes[f"/user/{name}"]["target"] == f"http://{pod_ip}:8888", routes
@@ -134,7 +139,7 @@ def test_journey(bake, tools, tmp_path, case, record_property):
             cluster.wait_for(lambda: pod_name not in cluster.objects["pods"], 60, "the pod going after the stop")
             assert cluster.pod_process(pod_name) is None
             if context["user_storage"] == "yes":
-                assert f"claim-{name}" in cluster.objects["persistentvolumeclaims"], "the claim went with the pod"
+                assert claim in cluster.objects["persistentvolumeclaims"], "the claim went with the pod"
 
             # The generated scripts/smoke-test, as a user runs it after deploying.
             password = NATIVE_PASSWORD if case == "native" else None
@@ -156,7 +161,7 @@ def test_journey(bake, tools, tmp_path, case, record_property):
             # A claim is created once per user, however often the server starts.
             claims = collections.Counter(cluster.created_names("persistentvolumeclaims"))
             if context["user_storage"] == "yes":
-                assert claims[f"claim-{name}"] == 1 and set(claims.values()) == {1}, claims
+                assert claims[claim] == 1 and set(claims.values()) == {1}, claims
             else:
                 assert not claims, claims
 
