@@ -192,3 +192,26 @@ def test_role_is_enforced(bake, tools, tmp_path):
         assert ("create", "pods", NAMESPACE) in refused, deployment.cluster.log_tail()
         assert deployment.cluster.objects["pods"] == {}, "a pod exists although the Role forbids creating it"
         assert "403" in deployment.hub.log_text(), deployment.hub.log_tail()
+
+
+@pytest.mark.parametrize("authenticator", ["dummy", "native", "github", "generic-oauth", "tmp"])
+def test_smoke_test_ships_in_every_project(bake, authenticator):
+    """Executable, standard library only (the system's python3 runs it), with this project's URL."""
+    import subprocess
+
+    project = bake(authenticator=authenticator, hostname="hub.example.org", tls="yes")
+    script = project / "scripts" / "smoke-test"
+    assert os.access(script, os.X_OK), f"{script} is not executable"
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "https://hub.example.org" in result.stdout, result.stdout
+    # Nothing to log in with: it fails at once, naming the step, with status 1.
+    if authenticator in ("github", "generic-oauth"):
+        result = subprocess.run(
+            [str(script), "--url", "http://127.0.0.1:9"], capture_output=True, text=True,
+            env={"PATH": "/usr/bin:/bin"}, check=False, timeout=60,
+        )
+        assert result.returncode == 1 and "FAILED at step 'log in'" in result.stderr, result
+        assert "--token" in result.stdout, result.stdout
