@@ -292,7 +292,7 @@ class Cluster:
         return self.processes.get(name)
 
     def wait_for(self, predicate, timeout, what):
-        """Wait (on the cluster's own changes) until predicate() is true."""
+        """Poll predicate() (the cluster's state, read from the test's thread) until it is true."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():

@@ -35,9 +35,9 @@ def render(project, overlay="development"):
 
 
 def secrets_env(project, authenticator):
-    """The variables the Secret hub-secrets gives the hub (dummy: the generated file)."""
+    """The variables the Secret hub-secrets gives the hub: the development overlay's file, if any."""
     path = Path(project) / "k8s" / "overlays" / "development" / "hub-secrets.env"
-    return read_env_file(path) if authenticator == "dummy" and path.exists() else {}
+    return read_env_file(path) if path.exists() else {}
 
 
 class Deployment:

@@ -34,7 +34,8 @@ from journey import (
 )
 from emulated_cluster import role_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub")]
+# A group of their own: xdist runs them beside the hub tests, not after them.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("journey")]
 
 USER_IMAGE = "registry.example.org/team/notebook:2026.1"
 # user_storage both ways; the culler's timeout at the shortest the template allows
@@ -215,3 +216,18 @@ def test_smoke_test_ships_in_every_project(bake, authenticator):
         )
         assert result.returncode == 1 and "FAILED at step 'log in'" in result.stderr, result
         assert "--token" in result.stdout, result.stdout
+
+
+def test_both_readmes_state_the_restart_trade_off(bake):
+    """The window the benchmark measured, with its machine and date, where users read it."""
+    import re
+
+    template_readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    generated_readme = (bake() / "README.md").read_text()
+    for name, text in (("README.md", template_readme), ("the generated README.md", generated_readme)):
+        section = text.split("## Trade-offs", 1)
+        assert len(section) == 2, f"{name} has no Trade-offs section"
+        section = " ".join(section[1].split("\n## ", 1)[0].split())
+        assert re.search(r"\d+\.\d s .*from SIGTERM", section, re.S), f"{name}: no measured window"
+        assert re.search(r"20\d\d-\d\d-\d\d", section) and "CPU" in section, f"{name}: no machine or date"
+        assert "proxy" in section and "Zero to JupyterHub" in section, name
