@@ -14,7 +14,7 @@ ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
 NAMESPACE = {{ cookiecutter.namespace | tojson }}
 IMAGE = {{ (cookiecutter.registry ~ "/" ~ cookiecutter.image_name) | tojson }}
 PUBLIC_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ cookiecutter.hostname) | tojson }}
-NEEDS_SECRETS = AUTHENTICATOR in ("dummy", "github", "generic-oauth")
+NEEDS_SECRETS = AUTHENTICATOR in ("dummy", "native", "github", "generic-oauth")
 OVERLAYS = ("development", "production")
 
 
@@ -84,7 +84,11 @@ def next_steps(created):
             " k8s/overlays/*/hub-secrets.env (the hub will not start without them)."
         )
     elif AUTHENTICATOR == "native":
-        lines.append(f"Sign up first as {ADMIN_USER} at {PUBLIC_URL}/hub/signup, then approve others.")
+        lines.append(
+            f"Log in as {ADMIN_USER} with JUPYTERHUB_ADMIN_PASSWORD from"
+            " k8s/overlays/development/hub-secrets.env; others sign up at"
+            f" {PUBLIC_URL}/hub/signup and you approve them at {PUBLIC_URL}/hub/authorize."
+        )
     else:
         lines.append("Warning: the tmp authenticator lets anyone who reaches the hub start a server.")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from conftest import MATRIX, OVERLAYS, clean_template, combo_id
 UNRENDERED = re.compile(r"\{\{|\{%|%\}|\{#|cookiecutter\.[a-z_]")
 
 # What each authenticator needs beyond what every project has.
-SECRETS_NEEDED = {"dummy", "github", "generic-oauth"}
+SECRETS_NEEDED = {"dummy", "native", "github", "generic-oauth"}
 
 
 def project_files(project):
@@ -27,9 +27,11 @@ def test_bakes_clean(bake, combo):
     # The chosen authenticator became authenticator_config.py; the others are gone.
     assert "authenticator_config.py" in files
     assert not (project / "authenticators").exists()
-    assert f'authenticator_class = "{combo["authenticator"].replace("dummy", "shared-password")}"' in files[
-        "authenticator_config.py"
-    ].read_text()
+    # native: a subclass that takes the admin's password from the Secret.
+    chosen = {"dummy": '"shared-password"', "native": "SecretAdminNativeAuthenticator"}.get(
+        combo["authenticator"], f'"{combo["authenticator"]}"'
+    )
+    assert f"authenticator_class = {chosen}" in files["authenticator_config.py"].read_text()
 
     for name, path in files.items():
         text = path.read_text(encoding="utf-8")
