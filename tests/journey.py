@@ -212,22 +212,12 @@ def login_dummy(deployment, name="alice"):
     return session, logged_in_name(session, deployment.hub)
 
 
-NATIVE_PASSWORD = "Correct-Horse-Battery-42"
-
-
 def login_native(deployment, name=None):
-    """Sign up as the admin at /hub/signup (approved on sign-up), then log in at /hub/login.
-
-    Adapt here when the admin's password comes from the Secret instead.
-    """
+    """The admin does not sign up: the hub made the account at start with the password
+    JUPYTERHUB_ADMIN_PASSWORD from the Secret (the README's "Log in"); log in at /hub/login."""
     hub = deployment.hub
     admin = name or re.search(r'^ADMIN_USER = "([^"]+)"', (deployment.project / "jupyterhub_config.py").read_text(), re.M)[1]
-    session = requests.Session()
-    form = xsrf_form(session, f"{hub.url}/hub/signup", username=admin, signup_password=NATIVE_PASSWORD,
-                     signup_password_confirmation=NATIVE_PASSWORD)
-    resp = session.post(f"{hub.url}/hub/signup", data=form, timeout=30)
-    assert resp.status_code == 200, f"POST /hub/signup: {resp.status_code}"
-    session = form_login(hub, admin, NATIVE_PASSWORD)
+    session = form_login(hub, admin, deployment.secrets["JUPYTERHUB_ADMIN_PASSWORD"])
     return session, logged_in_name(session, hub)
 
 

@@ -46,6 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub")]
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 ADMIN = "hubadmin"  # not the template's default, so that the test sees it is used
 NATIVE_PASSWORD = "Correct-Horse-Battery-42"  # >= 10 characters, not a common password
+STRANGER_PASSWORD = "Strangers-Own-Password-9"
 OAUTH_CLIENT = {"OAUTH_CLIENT_ID": "test-client-id", "OAUTH_CLIENT_SECRET": "test-client-secret"}
 USER_IMAGE = "registry.example.org/team/notebook:2026.1"
 
@@ -135,7 +136,7 @@ def hubs(chp, tmp_path):
 
 def secrets_env(project, authenticator):
     """The variables the Secret hub-secrets would give the hub."""
-    if authenticator == "dummy":
+    if authenticator in ("dummy", "native"):
         # Exactly what post_gen_project generated into the development overlay.
         return read_env_file(project / "k8s" / "overlays" / "development" / "hub-secrets.env")
     if authenticator in ("github", "generic-oauth"):
@@ -243,6 +244,7 @@ def check_admin_page(hub, admin, user):
 
 
 def native_signup(hub, username, password):
+    """The sign-up form, as a browser submits it: (page shown, is_authorized of the new account or None)."""
     session = requests.Session()
     form = xsrf_form(
         session,
@@ -253,19 +255,34 @@ def native_signup(hub, username, password):
     )
     resp = session.post(f"{hub.url}/hub/signup", data=form, timeout=30, allow_redirects=False)
     assert resp.status_code == 200, f"POST /hub/signup as {username}: {resp.status_code}"
-    rows = hub.db_rows("select is_authorized from users_info where username = ?", username)
-    assert rows, f"signing up as {username} created no user (response: {resp.text[-600:]})"
-    return bool(rows[0][0])
+    rows = hub.db_rows("select is_authorized, password from users_info where username = ?", username.lower())
+    return resp.text, rows
 
 
-def login_native(hub, context):
-    """README: sign up as the admin (approved at once), log in; others wait for approval."""
-    assert native_signup(hub, ADMIN, NATIVE_PASSWORD), "the admin must be approved on sign-up"
-    admin = form_login(hub, ADMIN, NATIVE_PASSWORD)
+def check_stranger_cannot_claim_the_admin(hub):
+    """A stranger who opens /hub/signup before the admin ever logged in gets no admin."""
+    before = hub.db_rows("select password from users_info where username = ?", ADMIN)
+    assert before, "the hub did not create the admin's account before serving requests"
+    for name in (ADMIN, ADMIN.upper()):  # JupyterHub lower-cases user names
+        page, rows = native_signup(hub, name, STRANGER_PASSWORD)
+        assert "already in use" in page, f"signing up as {name!r} was not refused: {page[-600:]}"
+        assert [row[1] for row in rows] == [before[0][0]], f"signing up as {name!r} changed the admin's account"
+        assert logged_in_user(form_login(hub, name, STRANGER_PASSWORD), hub) is None, (
+            f"the stranger logged in as {name!r} with the password they chose"
+        )
+    assert logged_in_user(form_login(hub, ADMIN, NATIVE_PASSWORD), hub) is None, "a made-up password logged in"
+
+
+def login_native(hub, context, secrets):
+    """README: the admin logs in with the Secret's password (a stranger's sign-up first gets
+    nothing); others sign up and wait for the admin's approval."""
+    check_stranger_cannot_claim_the_admin(hub)
+    admin = form_login(hub, ADMIN, secrets["JUPYTERHUB_ADMIN_PASSWORD"])
     model = logged_in_user(admin, hub)
-    assert model and model["name"] == ADMIN and model["admin"], f"the admin could not log in after sign-up: {model}"
+    assert model and model["name"] == ADMIN and model["admin"], f"the admin could not log in with the Secret's password: {model}"
 
-    assert not native_signup(hub, "bob", "Bobs-Own-Password-7"), "bob must not be approved on sign-up"
+    page, rows = native_signup(hub, "bob", "Bobs-Own-Password-7")
+    assert rows and not rows[0][0], f"bob must be signed up, not approved: {rows} {page[-600:]}"
     assert logged_in_user(form_login(hub, "bob", "Bobs-Own-Password-7"), hub) is None, (
         "bob logged in before the admin approved him"
     )
@@ -308,7 +325,7 @@ def log_in(hub, context, secrets):
     if authenticator == "dummy":
         return login_dummy(hub, context, secrets)
     if authenticator == "native":
-        return login_native(hub, context)
+        return login_native(hub, context, secrets)
     if authenticator == "github":
         return check_oauth_redirect(hub, context, "https://github.com/login/oauth/authorize", "Sign in with GitHub")
     return check_oauth_redirect(
@@ -533,6 +550,8 @@ def test_user_pod(bake, case, tmp_path, monkeypatch):
     [
         ("dummy", {}, "JUPYTERHUB_USER_PASSWORD"),
         ("dummy", {"JUPYTERHUB_USER_PASSWORD": "a-user-password"}, "JUPYTERHUB_ADMIN_PASSWORD"),
+        ("native", {}, "JUPYTERHUB_ADMIN_PASSWORD"),
+        ("native", {"JUPYTERHUB_ADMIN_PASSWORD": "too-short"}, "JUPYTERHUB_ADMIN_PASSWORD"),
         # As post_gen_project leaves hub-secrets.env: the OAuth variables present but empty.
         ("github", "baked", "OAUTH_CLIENT_ID"),
         ("generic-oauth", {"OAUTH_CLIENT_ID": "an-id", "OAUTH_CLIENT_SECRET": ""}, "OAUTH_CLIENT_SECRET"),

@@ -20,7 +20,6 @@ from conftest import IN_CI, need_tool
 from hubrunner import CHP_BIN, NAMESPACE
 from journey import (
     LOGIN,
-    NATIVE_PASSWORD,
     SINGLEUSER_BIN,
     Deployment,
     open_server,
@@ -143,9 +142,8 @@ def test_journey(bake, tools, tmp_path, case, record_property):
                 assert claim in cluster.objects["persistentvolumeclaims"], "the claim went with the pod"
 
             # The generated scripts/smoke-test, as a user runs it after deploying.
-            password = NATIVE_PASSWORD if case == "native" else None
-            args = ["--user", name] if case == "native" else []
-            result = smoke_test(deployment, *args, password=password)
+            # (native: as the admin, with the secrets file's password, like dummy's users)
+            result = smoke_test(deployment)
             assert result.returncode == 0, f"smoke-test:\n{result.stdout}{result.stderr}"
             for step in ("log in", "start server", "server answers", "run 1+1 in a kernel", "stop server"):
                 assert f"] {step}: ok" in result.stdout, result.stdout

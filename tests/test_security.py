@@ -574,7 +574,7 @@ def check_hub_network_policy(docs, user_labels, ingress_namespace, hub_api_port,
         ports = {port for port, _ in rule_ports(rule, user_pod_ports(user_server_port))}
         if is_dns_rule(rule):
             continue
-        if rule.get("ports") and ports <= {443, 6443} and {p for _, p in rule_ports(rule)} == {"TCP"}:
+        if rule.get("ports") and ports <= {443, 6443, 8443, 16443} and {p for _, p in rule_ports(rule)} == {"TCP"}:
             continue  # the API server (and OAuth providers), whose addresses differ between clusters
         if ports == {user_server_port} and only_pods(rule.get("to") or [], user_labels, hub_labels):
             continue  # the proxy forwards to user servers

@@ -1,0 +1,259 @@
+"""What the rendered NetworkPolicies let through, address by address and port by port.
+
+For every combination of choices (and a few generic-oauth providers on their own
+ports), both overlays:
+
+- the hub reaches any address on TCP 443, 6443, 8443 and 16443 (the Kubernetes API
+  server as policy engines see it: managed clusters, kind and k3s, minikube,
+  MicroK8s) and on the ports generic-oauth's token and user-info URLs name;
+  besides that only DNS and user servers, nothing else;
+- user pods reach the internet over IPv4 and IPv6, but no private, unique-local
+  or link-local address (the cloud metadata services included), on any port.
+
+The policies are evaluated as a policy engine would: a rule lets a packet through
+when one of its ports and one of its peers match; an ipBlock matches an address in
+its cidr and in none of its exceptions.
+"""
+
+import copy
+import ipaddress
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import MATRIX, OVERLAYS, combo_id
+from test_security import CASES, bakery, hub_pod, one, selects, user_pod_labels  # noqa: F401 (bakery: a fixture)
+
+API_SERVER_PORTS = {443, 6443, 8443, 16443}
+
+# Addresses outside the cluster that the hub and user pods may reach.
+PUBLIC = ["8.8.8.8", "203.0.113.7", "2001:4860:4860::8888", "2606:4700:4700::1111"]
+# Addresses user pods must not reach: private, shared, unique-local, link-local.
+PRIVATE = [
+    "10.0.0.1", "10.96.0.1", "172.16.0.1", "172.31.255.254", "192.168.1.1",
+    "169.254.169.254",  # the cloud metadata service (AWS, GCP, Azure, ...)
+    "100.64.0.1",
+    "fd00:ec2::254",  # AWS's metadata service over IPv6
+    "fc00::1", "fd12:3456:789a::1", "fe80::1", "febf:ffff::1",
+]  # fmt: skip
+# Ports a probe tries besides those the policies name.
+PROBE_PORTS = [22, 25, 53, 80, 443, 2379, 6443, 8080, 8443, 10250, 16443, 30000]
+
+# generic-oauth providers on ports of their own: the hub must reach the token and
+# user-info ports, and no more (the browser, not the hub, opens the authorize URL).
+OAUTH_PROVIDERS = [
+    dict(
+        oauth_authorize_url="https://sso.example.org:7443/auth",
+        oauth_token_url="https://sso.example.org:8444/token",
+        oauth_userdata_url="https://sso.example.org:9443/userinfo",
+    ),
+    dict(  # the port the API server rule opens already, and an explicit 443
+        oauth_authorize_url="https://login.example.org:8443/oauth2/authorize",
+        oauth_token_url="https://login.example.org:8443/oauth2/token",
+        oauth_userdata_url="https://api.example.org:443/me",
+    ),
+    dict(  # an IP address and localhost
+        oauth_authorize_url="https://192.0.2.10:4443/authorize",
+        oauth_token_url="https://192.0.2.10:4443/token",
+        oauth_userdata_url="https://localhost:10443/userinfo",
+    ),
+]
+OAUTH_CASES = [
+    dict(MATRIX[0], authenticator="generic-oauth", **provider) for provider in OAUTH_PROVIDERS
+]  # fmt: skip
+
+
+def oauth_ports(case):
+    """The ports, other than 443, that the hub must reach the OAuth provider on."""
+    if case["authenticator"] != "generic-oauth":
+        return set()
+    from conftest import TEMPLATE
+
+    urls = [case.get(name, TEMPLATE[name]) for name in ("oauth_token_url", "oauth_userdata_url")]
+    return {urlparse(url).port for url in urls if "{{" not in url and urlparse(url).port} - {443}
+
+
+# --- The evaluator -------------------------------------------------------------------
+
+
+def peer_matches(peer, address, labels):
+    """Whether a NetworkPolicy peer matches an address (labels: the destination pod's, or None)."""
+    if "ipBlock" in peer:
+        block = peer["ipBlock"]
+        network = ipaddress.ip_network(block["cidr"])
+        if address.version != network.version or address not in network:
+            return False
+        return not any(
+            address in ipaddress.ip_network(e) for e in block.get("except") or [] if ipaddress.ip_network(e).version == address.version
+        )
+    if labels is None:  # an address outside the cluster is no pod
+        return False
+    return set(peer) == {"podSelector"} and selects(peer["podSelector"], labels)
+
+
+def port_matches(rule_port, port, protocol):
+    number = rule_port.get("port")
+    if rule_port.get("protocol", "TCP") != protocol:
+        return False
+    if number is None:
+        return True
+    assert isinstance(number, int), f"named port {number!r} in an egress rule"
+    return number <= port <= rule_port.get("endPort", number)
+
+
+def egress_allows(policy, address, port, protocol="TCP", labels=None):
+    address = ipaddress.ip_address(address)
+    for rule in policy["spec"].get("egress") or []:
+        ports_ok = not rule.get("ports") or any(port_matches(p, port, protocol) for p in rule["ports"])
+        peers_ok = not rule.get("to") or any(peer_matches(p, address, labels) for p in rule["to"])
+        if ports_ok and peers_ok:
+            return True
+    return False
+
+
+def named_ports(policy):
+    return {p["port"] for rule in policy["spec"].get("egress") or [] for p in rule.get("ports") or [] if "port" in p}
+
+
+def open_ports(policy, address, protocol="TCP"):
+    """The ports of PROBE_PORTS and of the policy's own rules that reach address."""
+    candidates = set(PROBE_PORTS) | named_ports(policy) | {1, 65535}
+    return {port for port in candidates if egress_allows(policy, address, port, protocol)}
+
+
+def policy_for(docs, labels):
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], labels)]
+    assert len(policies) == 1, f"expected one NetworkPolicy for {labels}, found {len(policies)}"
+    return policies[0]
+
+
+# --- The checks: lists of problems --------------------------------------------------------
+
+
+def check_hub_egress(docs, expected_oauth_ports):
+    problems = []
+    policy = policy_for(docs, hub_pod(docs)["metadata"]["labels"])
+    if "Egress" not in policy["spec"].get("policyTypes", []):
+        return ["the hub's policy does not restrict egress"]
+    expected = API_SERVER_PORTS | expected_oauth_ports
+    for address in PUBLIC:
+        tcp = open_ports(policy, address, "TCP") - {53}
+        udp = open_ports(policy, address, "UDP") - {53}
+        if tcp != expected:
+            problems.append(
+                f"the hub reaches {address} on TCP {sorted(tcp)}, expected {sorted(expected)}"
+                f" (API server {sorted(API_SERVER_PORTS)}, OAuth provider {sorted(expected_oauth_ports)})"
+            )
+        if udp:
+            problems.append(f"the hub reaches {address} on UDP {sorted(udp)}")
+        for protocol in ("UDP", "TCP"):
+            if not egress_allows(policy, address, 53, protocol):
+                problems.append(f"the hub cannot resolve names over {protocol} (53 to {address})")
+    return problems
+
+
+def check_singleuser_egress(docs, user_labels):
+    problems = []
+    policy = policy_for(docs, user_labels)
+    if "Egress" not in policy["spec"].get("policyTypes", []):
+        return ["the user pods' policy does not restrict egress"]
+    for address in PUBLIC:
+        for port in (80, 443, 22):
+            if not egress_allows(policy, address, port):
+                problems.append(f"user pods cannot reach {address} on TCP {port}")
+    for address in PRIVATE:
+        reached = open_ports(policy, address, "TCP") - {53}
+        if reached:
+            problems.append(f"user pods reach the private address {address} on TCP {sorted(reached)}")
+        if open_ports(policy, address, "UDP") - {53}:
+            problems.append(f"user pods reach the private address {address} over UDP")
+    hub_labels = hub_pod(docs)["metadata"]["labels"]
+    if not egress_allows(policy, "10.0.0.1", 8081, labels=hub_labels):
+        problems.append("user pods cannot reach the hub API (8081)")
+    return problems
+
+
+# --- The tests ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def rendered(bakery):  # noqa: F811
+    def _rendered(case, overlay):
+        project = bakery.project(case)
+        return bakery.render(project, overlay), bakery.hub_config(project)
+
+    return _rendered
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("case", CASES + OAUTH_CASES, ids=combo_id)
+def test_hub_reaches_api_server_and_oauth_ports_only(rendered, case, overlay):
+    docs, _ = rendered(case, overlay)
+    problems = check_hub_egress(docs, oauth_ports(case))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("case", CASES, ids=combo_id)
+def test_user_pods_reach_the_internet_over_ipv4_and_ipv6_but_no_private_address(rendered, case, overlay):
+    docs, hub_config = rendered(case, overlay)
+    problems = check_singleuser_egress(docs, user_pod_labels(hub_config))
+    assert not problems, "\n".join(problems)
+
+
+def test_oauth_ports_come_from_the_token_and_userinfo_urls():
+    assert oauth_ports(OAUTH_CASES[0]) == {8444, 9443}
+    assert oauth_ports(OAUTH_CASES[1]) == {8443}
+    assert oauth_ports(OAUTH_CASES[2]) == {4443, 10443}
+    assert oauth_ports(dict(OAUTH_CASES[0], authenticator="github")) == set()
+
+
+def test_checks_catch_policies_that_open_too_much_or_too_little(rendered):
+    """Negative controls: each broken policy is caught by the checks above."""
+    case = OAUTH_CASES[0]
+    docs, hub_config = rendered(case, "development")
+    users = user_pod_labels(hub_config)
+    assert check_hub_egress(docs, oauth_ports(case)) == []
+    assert check_singleuser_egress(docs, users) == []
+
+    def broken(change):
+        mutated = copy.deepcopy(docs)
+        change(one(mutated, "NetworkPolicy", "hub"), one(mutated, "NetworkPolicy", "singleuser"))
+        return mutated
+
+    def api_rule(hub):
+        return next(r for r in hub["spec"]["egress"] if {"port": 443, "protocol": "TCP"} in (r.get("ports") or []))
+
+    def ipv6_block(users):
+        return next(p["ipBlock"] for r in users["spec"]["egress"] for p in r.get("to") or [] if p.get("ipBlock", {}).get("cidr") == "::/0")
+
+    hub_breaks = {
+        "minikube's 8443 missing": lambda hub, _: api_rule(hub)["ports"].remove({"port": 8443, "protocol": "TCP"}),
+        "MicroK8s' 16443 missing": lambda hub, _: api_rule(hub)["ports"].remove({"port": 16443, "protocol": "TCP"}),
+        "port 80 opened": lambda hub, _: api_rule(hub)["ports"].append({"port": 80, "protocol": "TCP"}),
+        "the OAuth rule gone": lambda hub, _: hub["spec"]["egress"].remove(
+            next(r for r in hub["spec"]["egress"] if {"port": 8444, "protocol": "TCP"} in (r.get("ports") or []))
+        ),
+        "all ports": lambda hub, _: api_rule(hub).pop("ports"),
+        "UDP 443": lambda hub, _: api_rule(hub)["ports"].append({"port": 443, "protocol": "UDP"}),
+        "a port range": lambda hub, _: api_rule(hub)["ports"].append({"port": 8000, "endPort": 9000, "protocol": "TCP"}),
+        "no DNS": lambda hub, _: hub["spec"]["egress"].pop(0),
+    }
+    for what, change in hub_breaks.items():
+        assert check_hub_egress(broken(change), oauth_ports(case)), f"not caught: {what}"
+    # The authorize URL's port (7443) is the browser's business, not the hub's.
+    assert check_hub_egress(docs, oauth_ports(case) | {7443})
+
+    user_breaks = {
+        "no IPv6": lambda _, users: next(r for r in users["spec"]["egress"] if r.get("to") and "ipBlock" in r["to"][0])[
+            "to"
+        ].pop(1),
+        "ULA open (fd00:ec2::254)": lambda _, users: ipv6_block(users)["except"].remove("fc00::/7"),
+        "link-local open": lambda _, users: ipv6_block(users)["except"].remove("fe80::/10"),
+        "metadata service open": lambda _, users: next(
+            p["ipBlock"] for r in users["spec"]["egress"] for p in r.get("to") or [] if p.get("ipBlock", {}).get("cidr") == "0.0.0.0/0"
+        )["except"].remove("169.254.0.0/16"),
+        "everything open": lambda _, users: users["spec"]["egress"].append({}),
+    }
+    for what, change in user_breaks.items():
+        assert check_singleuser_egress(broken(change), users), f"not caught: {what}"
