@@ -37,14 +37,19 @@ def written_version():
 
 @functools.lru_cache(maxsize=None)
 def _validator(version):
-    return jsonschema.Draft7Validator(load_schema(version))
+    """The validator, or why there is none: a failed lookup (a download that timed out,
+    say) is remembered too, not tried again by every test."""
+    try:
+        return jsonschema.Draft7Validator(load_schema(version))
+    except SchemaUnavailable as missing:
+        return str(missing)
 
 
 def validator(version):
-    try:
-        return _validator(version)
-    except SchemaUnavailable as missing:
-        pytest.skip(str(missing))
+    found = _validator(version)
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
 
 
 def versions():
