@@ -82,6 +82,7 @@ def download(url, dest):
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", delete=False) as handle:
         handle.write(body)
+    os.chmod(handle.name, 0o644)
     os.replace(handle.name, dest)  # concurrent workers: the last complete file wins
 
 
