@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +138,17 @@ def test_readme_counts_the_combinations():
     choices = [len(value) for value in TEMPLATE.values() if isinstance(value, list)]
     stated = re.findall(r"every combination of the choice variables \((\d+)\)", readme())
     assert stated == [str(math.prod(choices))], f"README.md says {stated}; cookiecutter.json makes {math.prod(choices)}"
+
+
+def test_readme_says_where_the_test_tools_live():
+    """README.md and tests/support/tools.py (which the scripts ask) name the same place."""
+    from support.tools import VARIABLE, tools_dir
+
+    default = tools_dir({"HOME": "/home/someone"})
+    assert default == Path("/home/someone/.cache") / default.name
+    assert tools_dir({"HOME": "/home/someone", "XDG_CACHE_HOME": "/cache"}) == Path("/cache") / default.name
+    assert tools_dir({"HOME": "/home/someone", VARIABLE: "/opt/tools"}) == Path("/opt/tools")
+    assert f"`${VARIABLE}`" in readme()
+    assert f"`${{XDG_CACHE_HOME:-~/.cache}}/{default.name}`" in readme()
+    for script in ("scripts/install-test-tools", "scripts/pytest"):
+        assert "$(python3 tests/support/tools.py)" in (ROOT / script).read_text(), script
