@@ -1,4 +1,10 @@
-"""Shared fixtures: baking the template, finding tools, the option matrix."""
+"""Shared fixtures: baking the template, finding tools, the option matrix, and the CI rule.
+
+The CI rule: under a truthy CI variable (`CI=true`, `CI=1`, `CI=yes`, ...: anything but
+empty, 0, false, no, off), a skipped test fails, whatever skipped it (pytest.skip,
+pytest.importorskip, a skip mark, a missing tool). CI installs everything, so a skip
+there means a check did not run. Outside CI, tests skip with their reason.
+"""
 
 import atexit
 import functools
@@ -13,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from support.bakery import SHARED_VARIABLE, session_bakery
+from support.tools import TOOLS  # noqa: F401  (the one place that says where the test tools live)
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = json.loads((ROOT / "cookiecutter.json").read_text(encoding="utf-8"))
-IN_CI = os.environ.get("CI", "").lower() == "true"
 OVERLAYS = ("development", "production")
 
 # Every choice and yes/no variable (cookiecutter.json lists their values); all
@@ -42,6 +50,47 @@ def authenticator_packages(authenticator, authenticators=AUTHENTICATORS):
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
+# --- The CI rule ---------------------------------------------------------------------
+
+
+def ci_is_on(environ=os.environ):
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _skip_fails_under_ci(report):
+    if ci_is_on() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI={os.environ['CI']}: a skip is a failure here (CI installs every tool). {reason}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    return _skip_fails_under_ci((yield))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """A module that skips as a whole (pytest.importorskip at import time, say) fails too."""
+    return _skip_fails_under_ci((yield))
+
+
+# --- One directory of bakes and renders per run, shared by the xdist workers ---------
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        shared = tempfile.mkdtemp(prefix="template-tests-")
+        os.environ[SHARED_VARIABLE] = shared  # the workers inherit it
+        config.add_cleanup(lambda: shutil.rmtree(shared, ignore_errors=True))
+
+
+@pytest.fixture(scope="session")
+def bakery():
+    return session_bakery()
+
+
 def combo_id(combo):
     return "-".join(f"{k}={v}" for k, v in combo.items())
 
@@ -63,59 +112,37 @@ def clean_template():
 
 
 def need_tool(name):
-    """The path of a system tool; skip where it is missing, fail in CI (which installs it)."""
+    """The path of a system tool (or one in the virtual environment); skip where it is missing."""
     path = shutil.which(name) or (
         str(Path(sys.executable).parent / name)
         if (Path(sys.executable).parent / name).exists()
         else None
     )
-    if path:
-        return path
-    message = f"{name} is not installed (.ci/run installs it)"
-    if IN_CI:
-        pytest.fail(f"CI=true but {message}")
-    pytest.skip(message)
+    if not path:
+        pytest.skip(f"{name} is not installed (scripts/install-test-tools installs it)")
+    return path
 
 
 @pytest.fixture(scope="session")
-def bake(cookies_session):
-    """bake(**extra_context) -> path of the baked project; each context is baked once."""
-    cache = {}
+def bake(bakery):
+    """bake(**extra_context) -> path of the baked project; each context is baked once per run.
+
+    The directory is shared with every test (and xdist worker) that asks for the same
+    answers: copy it before changing anything in it."""
 
     def _bake(**extra_context):
-        key = json.dumps(extra_context, sort_keys=True)
-        if key not in cache:
-            result = cookies_session.bake(extra_context=extra_context, template=str(clean_template()))
-            if result.exception is not None:
-                raise result.exception
-            assert result.exit_code == 0
-            cache[key] = Path(result.project_path)
-        return cache[key]
+        return bakery.project(extra_context)
 
     return _bake
 
 
 def kustomize(project, overlay):
-    """The overlay rendered by `kubectl kustomize`, as a list of objects (a fresh copy)."""
+    """The overlay rendered by `kubectl kustomize`, as a list of objects (a fresh copy).
+
+    Cached by the exact content of the project's k8s/ tree, across the run's workers."""
     import copy
 
-    return copy.deepcopy(_kustomize(str(project), overlay))
-
-
-@functools.lru_cache(maxsize=None)
-def _kustomize(project, overlay):
-    import yaml
-
-    project = Path(project)
-    kubectl = need_tool("kubectl")
-    out = subprocess.run(
-        [kubectl, "kustomize", str(project / "k8s" / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    return copy.deepcopy(session_bakery().render(Path(project), overlay, exact=True))
 
 
 def run_cookiecutter(*args, cwd, env=None, template=None):

@@ -34,9 +34,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from support.tools import CHP
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-CHP_BIN = ROOT / "build" / "chp" / "node_modules" / ".bin"
+CHP_BIN = CHP / "node_modules" / ".bin"
 NAMESPACE = "hub-test-ns"
 
 # Variables of the developer's shell that the hub or its authenticators would read.

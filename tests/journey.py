@@ -18,9 +18,10 @@ from urllib.parse import urljoin, urlparse
 import requests
 
 from emulated_cluster import Cluster, role_of
+from support.tools import SINGLEUSER
 from hubrunner import NAMESPACE, ROOT, HubProcess, read_env_file, xsrf_form
 
-SINGLEUSER_BIN = ROOT / "build" / "singleuser" / "bin"
+SINGLEUSER_BIN = SINGLEUSER / "bin"
 
 
 def render(project, overlay="development"):

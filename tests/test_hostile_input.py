@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import OVERLAYS, ROOT, kustomize, need_tool, run_cookiecutter
-from test_security import copy_template, hermetic_env
+from support.bakery import copy_template, hermetic_env
 
 
 def load_hook(name):

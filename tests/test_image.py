@@ -3,7 +3,7 @@ push it to a registry and read it back with skopeo.
 
 - The base: quay.io/jupyterhub/k8s-hub:<hub_version> if it is already in buildah's
   storage or can be pulled; otherwise the local stand-in tests/image/build_standin_base.sh
-  builds (cached under build/k8s-hub-standin/).
+  builds (cached in k8s-hub-standin/ of the test tools' directory, tests/support/tools.py).
 - Builds: the default project, and one project for every distinct requirements.txt
   across the option matrix (the Dockerfile itself depends on hub_version only, which
   stays the default: there is one base image here).
@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import CHOICE_VARIABLES, IN_CI, ROOT, TEMPLATE, clean_template, need_tool, run_cookiecutter
+from conftest import CHOICE_VARIABLES, ROOT, TEMPLATE, clean_template, need_tool, run_cookiecutter
 from hubrunner import (
     deployment_env,
     descendants,
@@ -48,12 +48,12 @@ from hubrunner import (
     write_kube_config,
     xsrf_form,
 )
+from support.tools import STANDIN_CACHE
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image")]
 
 TEMPLATE_DIR = ROOT / "{{cookiecutter.project}}"
 STANDIN_SCRIPT = ROOT / "tests" / "image" / "build_standin_base.sh"
-STANDIN_CACHE = ROOT / "build" / "k8s-hub-standin"  # /build/ is git-ignored
 IMAGE_REPO = "localhost/jupyterhub-template-test"
 CONTAINER_PREFIX = "jupyterhub-template-test"
 HUB_PORTS = (8000, 8001, 8081)  # public proxy, proxy API, hub: fixed in jupyterhub_config.py
@@ -208,10 +208,7 @@ def ports_in_use(ports=HUB_PORTS):
 def require_free_hub_ports():
     busy = ports_in_use()
     if busy:
-        message = f"ports {busy} are in use on this machine; the image's hub needs {list(HUB_PORTS)}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(f"ports {busy} are in use on this machine; the image's hub needs {list(HUB_PORTS)}")
 
 
 def secrets_for(project, authenticator):
@@ -432,10 +429,7 @@ def tools():
     for name in ("buildah", "skopeo"):
         need_tool(name)
     if os.geteuid() != 0:
-        message = "the image tests run buildah as root (chroot isolation, overlay storage)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip("the image tests run buildah as root (chroot isolation, overlay storage)")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,9 @@ from urllib.parse import urlparse
 import pytest
 
 from conftest import MATRIX, OVERLAYS, combo_id
-from test_security import CASES, bakery, hub_pod, one, selects, user_pod_labels  # noqa: F401 (bakery: a fixture)
+from support.labels import selects
+from support.netpol import hub_pod, one
+from test_security import CASES, user_pod_labels
 
 API_SERVER_PORTS = {443, 6443, 8443, 16443}
 

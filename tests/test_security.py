@@ -8,27 +8,18 @@ B. Where secrets live: only in git-ignored files that a kustomize secretGenerato
    reads; nothing git would commit looks like a literal secret (and the scanner
    that says so is shown to find planted ones).
 
-Speed: every combination of conftest.MATRIX is baked once per test run (the bakes
-and renders are shared between xdist workers through files under the session's
-base temp dir); renders are cached by the content of the project's k8s/ tree, so
-the combinations that differ only in kaniko_credentials, registry_insecure or
-idle_culling are rendered once. The template is baked from a copy of its four
-parts (cookiecutter.json, hooks/, templates/, {{cookiecutter.project}}/): cookiecutter's
-pre_prompt support copies the whole template directory, .venv included, for
-every run.
+Speed: every combination of conftest.MATRIX is baked once per test run and each
+distinct render is made once (tests/support/bakery.py, shared between xdist workers);
+renders are keyed by the content of the project's k8s/ tree, so the combinations that
+differ only in kaniko_credentials, registry_insecure or idle_culling are rendered once.
+The engines the checks use live in tests/support/: labels.py (label selectors),
+netpol.py (the NetworkPolicy evaluator), secrets_scan.py (the secrets scanner).
 """
 
-import contextlib
-import fcntl
-import hashlib
-import ipaddress
-import json
-import math
-import os
 import re
-import shutil
 import stat
 import subprocess
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -37,7 +28,21 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from conftest import MATRIX, OVERLAYS, ROOT, TEMPLATE, combo_id, kustomize, need_tool
+from conftest import MATRIX, OVERLAYS, ROOT, TEMPLATE, combo_id, need_tool
+from support.envfile import env_file
+from support.labels import selects
+from support.netpol import (
+    KUBESPAWNER_PORT,
+    KUBESPAWNER_PORT_NAME,
+    check_hub_network_policy,
+    check_policy_ports_exist,
+    check_singleuser_network_policy,
+    container_port,
+    hub_pod,
+    one,
+    public_port,
+)
+from support.secrets_scan import scan_files, scan_text
 
 # --- What KubeSpawner does (jupyterhub-kubespawner 7.0.0) ---------------------------
 
@@ -51,8 +56,6 @@ KUBESPAWNER_COMMON_LABELS = {
     "heritage": "jupyterhub",
 }
 KUBESPAWNER_COMPONENT = "singleuser-server"
-KUBESPAWNER_PORT = 8888  # KubeSpawner.__init__ sets it when Spawner.port is left at 0
-KUBESPAWNER_PORT_NAME = "notebook-port"  # the name make_pod gives it; NetworkPolicies use the name
 
 # The Role KubeSpawner needs without internal_ssl and services_enabled
 # (Zero to JupyterHub's hub Role minus secrets and services, which only those use).
@@ -74,8 +77,6 @@ RESTRICTED_VOLUME_TYPES = {
     "persistentVolumeClaim", "projected", "secret",
 }  # fmt: skip
 
-PRIVATE_NETWORKS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
-
 # Extra bakes besides the matrix: the ingress controller's namespace given, and a
 # namespace other than the default (to see it reach every object and subject).
 EXTRA_CASES = [
@@ -87,187 +88,7 @@ EXTRA_CASES = [
 CASES = MATRIX + EXTRA_CASES
 
 
-# --- Baking, shared between xdist workers -------------------------------------------
-
-
-def copy_template(dest):
-    """The template's own files, without .venv, .git or caches."""
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(ROOT / "cookiecutter.json", dest / "cookiecutter.json")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for part in ("hooks", "templates", "{{cookiecutter.project}}"):
-        shutil.copytree(ROOT / part, dest / part, ignore=ignore)
-    return dest
-
-
-def hermetic_env(scratch):
-    """The environment for a cookiecutter run: no workshop variables, no kube config."""
-    env = {k: v for k, v in os.environ.items() if k not in ("SESSION_NAMESPACE", "INGRESS_DOMAIN", "REGISTRY_HOST")}
-    env["KUBECONFIG"] = str(scratch / "no-kubeconfig")
-    # cookiecutter leaves its copy of the template in TMPDIR when a hook fails.
-    env["TMPDIR"] = str(scratch)
-    return env
-
-
-@contextlib.contextmanager
-def locked(lock_path):
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def patched_environ(env):
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-@contextlib.contextmanager
-def patched_tempdir(path):
-    saved = tempfile.tempdir
-    tempfile.tempdir = str(path)
-    try:
-        yield
-    finally:
-        tempfile.tempdir = saved
-
-
-class Bakery:
-    """Bakes and renders once per test run, whichever xdist worker asks first."""
-
-    def __init__(self, shared):
-        self.shared = shared
-        self.renders = {}
-        self.hub_configs = {}
-        with locked(shared / "template.lock"):
-            if not (shared / "template" / "cookiecutter.json").exists():
-                copy_template(shared / "template.tmp")
-                (shared / "template.tmp").rename(shared / "template")
-        self.template = shared / "template"
-        self.scratch = shared / "scratch"
-        self.scratch.mkdir(exist_ok=True)
-        config = shared / "cookiecutter-config.yaml"
-        config.write_text(f"cookiecutters_dir: {shared / 'cookiecutters'}\nreplay_dir: {shared / 'replay'}\n")
-        self.config = config
-
-    def project(self, context):
-        from cookiecutter.main import cookiecutter
-
-        key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:20]
-        out = self.shared / "bakes" / key
-        out.parent.mkdir(exist_ok=True)
-        with locked(self.shared / "bakes" / f"{key}.lock"):
-            if not (out / "done").exists():
-                shutil.rmtree(out, ignore_errors=True)
-                # Hook scripts are rendered into, and left in, the temp dir.
-                with patched_environ(hermetic_env(self.scratch)), patched_tempdir(self.scratch):
-                    path = cookiecutter(
-                        str(self.template),
-                        no_input=True,
-                        extra_context=context,
-                        output_dir=str(out),
-                        config_file=str(self.config),
-                    )
-                (out / "done").write_text(Path(path).name)
-        return out / (out / "done").read_text()
-
-    def render(self, project, overlay):
-        """kubectl kustomize, cached by the content of k8s/ (secret values left out)."""
-        digest = k8s_digest(project)
-        key = f"{digest}-{overlay}"
-        if key not in self.renders:
-            cached = self.shared / "renders" / f"{key}.json"
-            cached.parent.mkdir(exist_ok=True)
-            with locked(self.shared / "renders" / f"{key}.lock"):
-                if not cached.exists():
-                    cached.write_text(json.dumps(kustomize(project, overlay)))
-            self.renders[key] = json.loads(cached.read_text())
-        return self.renders[key]
-
-    def hub_config(self, project):
-        if project not in self.hub_configs:
-            self.hub_configs[project] = load_hub_config(project)
-        return self.hub_configs[project]
-
-
-def k8s_digest(project):
-    """The k8s/ tree's content; of the secrets files only their keys (values are random)."""
-    digest = hashlib.sha256()
-    for path in sorted((project / "k8s").rglob("*")):
-        if not path.is_file():
-            continue
-        data = path.read_bytes()
-        if path.name == "hub-secrets.env":
-            data = "\n".join(sorted(env_file(path))).encode()
-        digest.update(str(path.relative_to(project)).encode() + b"\0" + data + b"\0")
-    return digest.hexdigest()[:24]
-
-
-@pytest.fixture(scope="session")
-def bakery(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # shared by all workers of this run
-    shared = base / "security-bakes"
-    shared.mkdir(exist_ok=True)
-    return Bakery(shared)
-
-
 # --- Reading a project --------------------------------------------------------------
-
-
-def env_file(path):
-    """KEY=VALUE lines of an env file, as a dict (comments and blank lines skipped)."""
-    values = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
-            values[name.strip()] = value
-    return values
-
-
-def load_hub_config(project):
-    """Execute the generated jupyterhub_config.py the way JupyterHub does, into a Config."""
-    from traitlets.config import Config
-
-    config = Config()
-    path = project / "jupyterhub_config.py"
-    namespace = {
-        "__file__": str(path),
-        "__name__": "jupyterhub_config",
-        "get_config": lambda: config,
-        "load_subconfig": lambda _path: None,  # authenticator_config.py: checked by text
-    }
-    saved_path = list(sys.path)
-    # The pid file the config removes when stale: in a directory of our own, not the pod's path.
-    pid_file = Path(tempfile.mkdtemp(prefix="hub-config-")) / "jupyterhub-proxy.pid"
-    with patched_environ(dict(os.environ, POD_NAMESPACE="checked-namespace", JUPYTERHUB_PROXY_PID_FILE=str(pid_file))):
-        try:
-            exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)  # noqa: S102
-        finally:
-            # It imports hub_helpers from its own directory: the next project has its own.
-            sys.path[:] = saved_path
-            sys.modules.pop("hub_helpers", None)
-    return config
-
-
-def one(docs, kind, name=None):
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
-    return found[0]
-
-
-def hub_pod(docs):
-    return one(docs, "Deployment")["spec"]["template"]
 
 
 def user_pod_labels(hub_config):
@@ -285,39 +106,8 @@ def user_port(hub_config):
     return hub_config.KubeSpawner.get("port", 0) or KUBESPAWNER_PORT
 
 
-def user_pod_ports(port):
-    """A user pod as far as named ports go: the one container port KubeSpawner declares."""
-    return {"spec": {"containers": [{"ports": [{"name": KUBESPAWNER_PORT_NAME, "containerPort": port}]}]}}
-
-
 def url_port(url):
     return urlparse(url.replace("://:", "://0.0.0.0:")).port
-
-
-# --- Label selectors ----------------------------------------------------------------
-
-
-def selects(selector, labels):
-    """Whether a LabelSelector (matchLabels/matchExpressions, or a Service's plain map) selects labels."""
-    if selector is None:
-        return False
-    if "matchLabels" not in selector and "matchExpressions" not in selector:
-        selector = {"matchLabels": selector}
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expression in selector.get("matchExpressions") or []:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-    return True
 
 
 # --- A. Checks on a render: each returns a list of problems, empty when all is well ---
@@ -455,15 +245,6 @@ def check_resources_and_probes(pod):
     return problems
 
 
-def container_port(pod, port):
-    """The number of a container port of the pod, by number or name; None if it has no such port."""
-    for container in pod["spec"]["containers"]:
-        for declared in container.get("ports") or []:
-            if port in (declared.get("name"), declared["containerPort"]):
-                return declared["containerPort"]
-    return None
-
-
 def check_services(docs, user_labels):
     problems = []
     pod = hub_pod(docs)
@@ -483,172 +264,6 @@ def check_services(docs, user_labels):
         for port in service["spec"]["ports"]:
             if container_port(pod, port.get("targetPort", port["port"])) is None:
                 problems.append(f"{where}: targetPort {port.get('targetPort')!r} is no port of the hub container")
-    return problems
-
-
-def public_port(docs):
-    """The hub container port the Ingress reaches: Ingress backend -> Service port -> targetPort."""
-    pod = hub_pod(docs)
-    ports = set()
-    for ingress in (d for d in docs if d["kind"] == "Ingress"):
-        for rule in ingress["spec"]["rules"]:
-            for path in rule["http"]["paths"]:
-                backend = path["backend"]["service"]
-                service = one(docs, "Service", backend["name"])
-                wanted = backend["port"].get("name", backend["port"].get("number"))
-                for port in service["spec"]["ports"]:
-                    if wanted in (port.get("name"), port["port"]):
-                        ports.add(container_port(pod, port.get("targetPort", port["port"])))
-    assert len(ports) == 1, f"the Ingress should reach exactly one hub port, reaches {ports}"
-    return ports.pop()
-
-
-def rule_ports(rule, pod=None):
-    """(number or name resolved through the pod, protocol) of each port of a policy rule."""
-    ports = []
-    for port in rule.get("ports") or []:
-        number = port.get("port")
-        if pod is not None and isinstance(number, str):
-            number = container_port(pod, number)
-        ports.append((number, port.get("protocol", "TCP")))
-    return ports
-
-
-def only_pods(peers, labels, not_labels):
-    """Every peer is a same-namespace podSelector that selects labels and not not_labels."""
-    return bool(peers) and all(
-        set(peer) == {"podSelector"} and selects(peer["podSelector"], labels) and not selects(peer["podSelector"], not_labels)
-        for peer in peers
-    )
-
-
-def is_dns_rule(rule):
-    return bool(rule.get("ports")) and {port for port, _ in rule_ports(rule)} == {53}
-
-
-def dns_protocols(rules):
-    return {protocol for rule in rules if is_dns_rule(rule) for _, protocol in rule_ports(rule)}
-
-
-def check_hub_network_policy(docs, user_labels, ingress_namespace, hub_api_port, user_server_port=KUBESPAWNER_PORT):
-    problems = []
-    pod = hub_pod(docs)
-    hub_labels = pod["metadata"]["labels"]
-    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], hub_labels)]
-    if len(policies) != 1:
-        return [f"expected one NetworkPolicy selecting the hub pod, found {len(policies)}"]
-    policy = policies[0]
-    where = f"NetworkPolicy/{policy['metadata']['name']}"
-    if selects(policy["spec"]["podSelector"], user_labels):
-        problems.append(f"{where}: selects user pods too")
-    if set(policy["spec"].get("policyTypes") or []) != {"Ingress", "Egress"}:
-        problems.append(f"{where}: policyTypes {policy['spec'].get('policyTypes')}, expected Ingress and Egress")
-    proxy_port = public_port(docs)
-    for index, rule in enumerate(policy["spec"].get("ingress") or []):
-        at = f"{where} ingress rule {index}"
-        ports = {port for port, _ in rule_ports(rule, pod)}
-        peers = rule.get("from") or []
-        if not rule.get("ports"):
-            problems.append(f"{at}: no ports (all ports)")
-        elif None in ports:
-            problems.append(f"{at}: names a port the hub container does not have")
-        elif ports == {proxy_port}:
-            wanted = {"kubernetes.io/metadata.name": ingress_namespace} if ingress_namespace else None
-            for peer in peers or [{}]:
-                selector = peer.get("namespaceSelector")
-                if set(peer) != {"namespaceSelector"} or (
-                    selector != ({"matchLabels": wanted} if wanted else {})
-                ):
-                    problems.append(
-                        f"{at}: lets {peer or 'anyone'} reach the proxy port; expected the ingress controller's"
-                        f" namespace ({ingress_namespace or 'any namespace, as none was given'})"
-                    )
-        elif ports == {hub_api_port}:
-            if not only_pods(peers, user_labels, hub_labels):
-                problems.append(f"{at}: lets {peers or 'anyone'} reach the hub API; expected user pods only")
-        else:
-            problems.append(f"{at}: opens ports {sorted(ports, key=str)}, only {proxy_port} and {hub_api_port} are needed")
-    egress = policy["spec"].get("egress") or []
-    for index, rule in enumerate(egress):
-        at = f"{where} egress rule {index}"
-        ports = {port for port, _ in rule_ports(rule, user_pod_ports(user_server_port))}
-        if is_dns_rule(rule):
-            continue
-        if rule.get("ports") and ports <= {443, 6443, 8443, 16443} and {p for _, p in rule_ports(rule)} == {"TCP"}:
-            continue  # the API server (and OAuth providers), whose addresses differ between clusters
-        if ports == {user_server_port} and only_pods(rule.get("to") or [], user_labels, hub_labels):
-            continue  # the proxy forwards to user servers
-        problems.append(f"{at}: allows {rule}, which is neither DNS, the API server nor user servers")
-    if dns_protocols(egress) != {"UDP", "TCP"}:
-        problems.append(f"{where}: DNS egress on 53 allows {sorted(dns_protocols(egress))}, expected UDP and TCP")
-    if not any(443 in {p for p, _ in rule_ports(rule)} or 6443 in {p for p, _ in rule_ports(rule)} for rule in egress):
-        problems.append(f"{where}: no egress to the API server (443/6443)")
-    return problems
-
-
-def check_singleuser_network_policy(docs, user_labels, user_server_port, hub_api_port):
-    problems = []
-    hub_labels = hub_pod(docs)["metadata"]["labels"]
-    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], user_labels)]
-    if len(policies) != 1:
-        return [f"expected one NetworkPolicy selecting user pods, found {len(policies)}"]
-    policy = policies[0]
-    where = f"NetworkPolicy/{policy['metadata']['name']}"
-    if selects(policy["spec"]["podSelector"], hub_labels):
-        problems.append(f"{where}: selects the hub pod too")
-    if set(policy["spec"].get("policyTypes") or []) != {"Ingress", "Egress"}:
-        problems.append(f"{where}: policyTypes {policy['spec'].get('policyTypes')}, expected Ingress and Egress")
-    for index, rule in enumerate(policy["spec"].get("ingress") or []):
-        at = f"{where} ingress rule {index}"
-        if not only_pods(rule.get("from") or [], hub_labels, user_labels):
-            problems.append(f"{at}: lets {rule.get('from') or 'anyone'} in; expected the hub pod only")
-        if rule_ports(rule, user_pod_ports(user_server_port)) != [(user_server_port, "TCP")]:
-            problems.append(f"{at}: ports {rule_ports(rule)}, expected the user server's {user_server_port}/TCP")
-    egress = policy["spec"].get("egress") or []
-    for index, rule in enumerate(egress):
-        at = f"{where} egress rule {index}"
-        peers = rule.get("to") or []
-        if is_dns_rule(rule):
-            continue
-        if rule_ports(rule, hub_pod(docs)) == [(hub_api_port, "TCP")] and only_pods(peers, hub_labels, user_labels):
-            continue
-        blocks = [peer.get("ipBlock") for peer in peers]
-        if peers and all(blocks) and all(internet_only(block) for block in blocks):
-            continue
-        problems.append(f"{at}: allows {rule}, which is neither DNS, the hub API nor the internet")
-    if dns_protocols(egress) != {"UDP", "TCP"}:
-        problems.append(f"{where}: DNS egress on 53 allows {sorted(dns_protocols(egress))}, expected UDP and TCP")
-    return problems
-
-
-def internet_only(block):
-    """An ipBlock that leaves out the private networks and the cloud metadata address."""
-    network = ipaddress.ip_network(block["cidr"])
-    excepted = [ipaddress.ip_network(e) for e in block.get("except") or []]
-    for private in map(ipaddress.ip_network, PRIVATE_NETWORKS):
-        if private.version == network.version and private.overlaps(network):
-            if not any(private.subnet_of(e) for e in excepted if e.version == private.version):
-                return False
-    return True
-
-
-def check_policy_ports_exist(docs):
-    """Ports the policies name for the hub pod are ports its container declares."""
-    problems = []
-    pod = hub_pod(docs)
-    hub_labels = pod["metadata"]["labels"]
-    for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
-        where = f"NetworkPolicy/{policy['metadata']['name']}"
-        rules = []
-        if selects(policy["spec"]["podSelector"], hub_labels):
-            rules += policy["spec"].get("ingress") or []  # ports of the hub pod itself
-        for rule in policy["spec"].get("egress") or []:
-            if (rule.get("to") or []) and all(selects(p.get("podSelector"), hub_labels) for p in rule["to"]):
-                rules.append(rule)  # ports of the hub pod as a destination
-        for rule in rules:
-            for port in rule.get("ports") or []:
-                if container_port(pod, port["port"]) is None:
-                    problems.append(f"{where}: port {port['port']!r} is no port of the hub container")
     return problems
 
 
@@ -795,90 +410,6 @@ def test_checks_catch_broken_manifests(render):
 
 
 # --- B. Secrets -----------------------------------------------------------------------
-
-SECRET_NAME = (
-    r"[A-Za-z0-9_.-]*(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|credentials?|[_.-]key|^key)[A-Za-z0-9_.-]*"
-)
-ASSIGNMENT = re.compile(
-    rf"""(?P<name>{SECRET_NAME})["']?\s*(?::=|=|:)\s*["']?(?P<value>[A-Za-z0-9+/=_.~-]{{21,}})(?=["'\s,;)}}\]]|$)""",
-    re.IGNORECASE | re.MULTILINE,
-)
-PATTERNS = {
-    "private key block": re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
-    "GitHub token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
-    "AWS access key id": re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b"),
-    "Slack token": re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    "Google API key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}"),
-    "JSON web token": re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
-    "password in a URL": re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@\"'{}]+:[^/\s@\"'{}$<]{3,}@[^\s/]"),
-    "docker registry auth": re.compile(r"\"auth\"\s*:\s*\"[A-Za-z0-9+/]{8,}=*\""),
-}
-BASE64_BLOB = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
-PLACEHOLDER = re.compile(r"replace|example|changeme|change-me|your[-_]|xxxx|dummy|placeholder|redacted", re.IGNORECASE)
-# Lower-case words and separators: kaniko-docker-config, app.kubernetes.io/name (random tokens mix cases).
-WORDS = re.compile(r"^[a-z]+(?:[-_./][a-z]+|[-_.][0-9]+)*$")
-
-
-def entropy(text):
-    """Shannon entropy in bits per character."""
-    counts = {c: text.count(c) for c in set(text)}
-    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
-
-
-def looks_random(value):
-    if PLACEHOLDER.search(value) or WORDS.match(value):
-        return False
-    classes = sum(bool(re.search(p, value)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
-    return classes >= 2 and entropy(value) >= 3.5
-
-
-def scan_text(text):
-    """(line number, what) for everything in text that looks like a literal secret."""
-    findings = []
-    for line_number, line in enumerate(text.splitlines(), 1):
-        for what, pattern in PATTERNS.items():
-            if pattern.search(line):
-                findings.append((line_number, what))
-        for match in ASSIGNMENT.finditer(line):
-            if looks_random(match.group("value")):
-                findings.append((line_number, f"high-entropy value assigned to {match.group('name')}"))
-        for match in BASE64_BLOB.finditer(line):
-            if entropy(match.group(0)) >= 4.5 and looks_random(match.group(0)):
-                findings.append((line_number, "base64 blob"))
-    for document in yaml_documents(text):
-        if isinstance(document, dict) and document.get("kind") == "Secret":
-            for field in ("data", "stringData"):
-                if any(v not in (None, "") for v in (document.get(field) or {}).values()):
-                    findings.append((0, f"Secret {document.get('metadata', {}).get('name')} with literal {field}"))
-        if isinstance(document, dict) and document.get("kind") == "Kustomization":
-            for generator in document.get("secretGenerator") or []:
-                if generator.get("literals"):
-                    findings.append((0, f"secretGenerator {generator.get('name')} with literals"))
-    return findings
-
-
-def yaml_documents(text):
-    if "apiVersion:" not in text and "kind:" not in text:
-        return []
-    try:
-        return [d for d in yaml.safe_load_all(text) if d]
-    except yaml.YAMLError:
-        return []
-
-
-def scan_files(root, paths):
-    """'path:line: what' for every finding in the given files under root."""
-    findings = []
-    for relative in paths:
-        data = (root / relative).read_bytes()
-        if b"\0" in data:
-            findings.append(f"{relative}: binary file (cannot be checked for secrets)")
-            continue
-        for line, what in scan_text(data.decode("utf-8", errors="replace")):
-            findings.append(f"{relative}:{line}: {what}")
-    return findings
-
 
 def git(repo, *args, check=True):
     result = subprocess.run(

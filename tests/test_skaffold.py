@@ -1,29 +1,104 @@
-"""skaffold.yaml: valid against Skaffold's own schema, and consistent with the overlays."""
+"""skaffold.yaml: readable by every Skaffold from the stated minimum on, and consistent with the overlays.
+
+The file is written in the oldest Skaffold config version that has every field it uses, so
+that older Skaffold releases can read it. Each baked file is validated against that
+version's schema and against the newest one's; a field only the newer schema knows fails,
+named, so that raising the version is a deliberate choice (and the READMEs' minimum follows).
+Schemas: tests/support/skaffold_schema.py finds or downloads them.
+"""
 
 import functools
-import json
-import os
-from pathlib import Path
+import re
 
 import jsonschema
 import pytest
 import yaml
 
-from conftest import IN_CI, MATRIX, ROOT, combo_id
+from conftest import MATRIX, ROOT, combo_id
+from support.skaffold_schema import SCHEMA_PATH, URL_BASE_VARIABLE, SchemaUnavailable, find_schema, load_schema
 
-SCHEMA_PATHS = [os.environ.get("SKAFFOLD_SCHEMA", ""), ROOT.parent / "shared" / "schemas" / "skaffold-v4beta14.json"]
+# The newest Skaffold config version (Skaffold 2.19.0 and later, April 2026).
+NEWEST = "v4beta14"
+
+# The first Skaffold release that reads each config version: Skaffold's CHANGELOG.md, as
+# ../shared/schemas/README.md records it. Kept here, apart from the READMEs it checks.
+FIRST_RELEASE = {"v4beta11": "2.12.0", "v4beta12": "2.14.0", "v4beta13": "2.15.0", "v4beta14": "2.19.0"}
+
+# How both READMEs state the minimum.
+STATED_MINIMUM = re.compile(r"Skaffold (\d+\.\d+\.\d+) or newer")
+
+
+def written_version():
+    """The config version the template writes (the apiVersion line carries no Jinja)."""
+    text = (ROOT / "{{cookiecutter.project}}" / "skaffold.yaml").read_text(encoding="utf-8")
+    (version,) = re.findall(r"^apiVersion: skaffold/(\S+)$", text, re.M)
+    return version
 
 
 @functools.lru_cache(maxsize=None)
-def schema_validator():
-    for path in SCHEMA_PATHS:
-        if path and Path(path).is_file():
-            schema = json.loads(Path(path).read_text())
-            return jsonschema.Draft7Validator(schema)
-    message = "the Skaffold v4beta14 schema is in neither $SKAFFOLD_SCHEMA nor ../shared/schemas/"
-    if IN_CI:
-        pytest.fail(f"CI=true but {message}")
-    pytest.skip(message)
+def _validator(version):
+    """The validator, or why there is none: a failed lookup (a download that timed out,
+    say) is remembered too, not tried again by every test."""
+    try:
+        return jsonschema.Draft7Validator(load_schema(version))
+    except SchemaUnavailable as missing:
+        return str(missing)
+
+
+def validator(version):
+    found = _validator(version)
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
+def versions():
+    return sorted({written_version(), NEWEST})
+
+
+def dotted(path):
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".") or "(top level)"
+
+
+def deepest(error):
+    return max((deepest(sub) for sub in error.context or []), default=len(error.absolute_path))
+
+
+def leaf_errors(error):
+    """The errors that say what is wrong: inside an anyOf (Skaffold's builders, artifact
+    types, tag policies, ...), those of the alternative that fits the object itself (no
+    complaint about the object's own keys), then the one that matched furthest."""
+    if not error.context:
+        return [error]
+    branches = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+
+    def misfit(errors):
+        leaves = [leaf for sub in errors for leaf in leaf_errors(sub)]
+        own_level = sum(len(leaf.absolute_path) == len(error.absolute_path) for leaf in leaves)
+        return own_level, -max(map(deepest, errors))
+
+    best = min(branches.values(), key=misfit)
+    return [leaf for sub in best for leaf in leaf_errors(sub)]
+
+
+def schema_problems(config, version):
+    """One line per problem of config under skaffold/<version>, naming the field."""
+    problems = []
+    for error in validator(version).iter_errors(config):
+        for leaf in leaf_errors(error):
+            where = dotted(leaf.absolute_path)
+            if leaf.validator == "additionalProperties" and isinstance(leaf.instance, dict):
+                known = leaf.schema.get("properties", {})
+                for field in sorted(set(leaf.instance) - set(known)):
+                    problems.append(f"{dotted([*leaf.absolute_path, field])}: skaffold/{version} has no such field")
+            else:
+                problems.append(f"{where}: {leaf.message} (skaffold/{version})")
+    return sorted(set(problems))
 
 
 def load(project):
@@ -32,12 +107,15 @@ def load(project):
 
 @pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
 def test_skaffold_yaml_is_valid_and_consistent(bake, combo):
+    for version in versions():
+        validator(version)  # without the schemas, skip before baking
     project = bake(**combo)
     config = load(project)
-    errors = sorted(schema_validator().iter_errors(config), key=lambda e: list(e.path))
-    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+    assert config["apiVersion"] == f"skaffold/{written_version()}"
+    for version in versions():
+        problems = schema_problems(config, version)
+        assert not problems, "\n".join(problems)
 
-    assert config["apiVersion"] == "skaffold/v4beta14"
     build = config["build"]
     (artifact,) = build["artifacts"]
     kaniko = artifact["kaniko"]
@@ -85,10 +163,35 @@ def effective_tag_template(config, profile):
     return template
 
 
+def test_a_field_newer_than_the_written_version_fails_by_name(bake):
+    """kaniko.imagePullSecret came after v4beta11: the newest schema takes it, the check names it."""
+    config = load(bake(kaniko_credentials="secret"))
+    config["build"]["artifacts"][0]["kaniko"]["imagePullSecret"] = "registry-pull"
+    config["build"]["cluster"]["labels"] = {"team": "hub"}  # v4beta12's, elsewhere in the file
+    assert schema_problems(config, NEWEST) == []
+    assert schema_problems(config, written_version()) == [
+        f"build.artifacts[0].kaniko.imagePullSecret: skaffold/{written_version()} has no such field",
+        f"build.cluster.labels: skaffold/{written_version()} has no such field",
+    ]
+
+
 def test_schema_catches_a_misspelt_key(bake):
     config = load(bake())
     config["build"]["cluster"]["namespaces"] = config["build"]["cluster"].pop("namespace")
-    assert list(schema_validator().iter_errors(config))
+    for version in versions():
+        assert f"build.cluster.namespaces: skaffold/{version} has no such field" in schema_problems(config, version)
+
+
+def test_readmes_state_the_skaffold_that_reads_the_written_version(bake):
+    minimum = FIRST_RELEASE[written_version()]
+    generated = (bake() / "README.md").read_text(encoding="utf-8")
+    for name, text in (("README.md", (ROOT / "README.md").read_text(encoding="utf-8")), ("the generated README", generated)):
+        stated = set(STATED_MINIMUM.findall(text))
+        assert stated == {minimum}, f"{name} states Skaffold {sorted(stated)} or newer; skaffold/{written_version()} needs {minimum}"
+    # The generated README's first steps: how to see one's Skaffold, and what an older one does.
+    needs = generated.split("## What you need", 1)[1].split("\n## ", 1)[0]
+    assert "`skaffold version`" in needs
+    assert f'unknown skaffold config API version "skaffold/{written_version()}"' in needs
 
 
 def test_skaffold_artifact_follows_registry_and_image_name(bake):
@@ -96,3 +199,84 @@ def test_skaffold_artifact_follows_registry_and_image_name(bake):
     config = load(project)
     assert config["build"]["artifacts"][0]["image"] == "localhost:5000/team/hub/main"
     assert config["build"]["cluster"]["namespace"] == "lab-ns-1"
+
+
+# --- Where the schemas come from (tests/support/skaffold_schema.py) -------------------------
+
+
+@pytest.fixture
+def schema_server(tmp_path):
+    """An HTTP server on 127.0.0.1 laid out like Skaffold's repository, serving the real schemas."""
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    for version in versions():
+        try:
+            source, _ = find_schema(version)
+        except SchemaUnavailable as missing:
+            pytest.skip(str(missing))
+        target = root / SCHEMA_PATH.format(version=version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+    (root / "not-a-schema" / SCHEMA_PATH.format(version=NEWEST)).parent.mkdir(parents=True)
+    (root / "not-a-schema" / SCHEMA_PATH.format(version=NEWEST)).write_text('{"title": "something else"}')
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", root
+    server.shutdown()
+    server.server_close()
+
+
+def test_schema_is_downloaded_when_nowhere_else_then_cached(schema_server, tmp_path):
+    base, root = schema_server
+    nowhere = dict(shared=tmp_path / "no-shared", cache=tmp_path / "cache")
+    for version in versions():
+        path, where = find_schema(version, environ={URL_BASE_VARIABLE: base}, **nowhere)
+        assert where == f"downloaded from {base}{SCHEMA_PATH.format(version=version)}"
+        assert path == tmp_path / "cache" / f"skaffold-{version}.json"
+        assert path.read_bytes() == (root / SCHEMA_PATH.format(version=version)).read_bytes()
+        # The next run reads the cache, with no server.
+        assert find_schema(version, environ={URL_BASE_VARIABLE: "http://127.0.0.1:9/"}, **nowhere) == (path, "the download cache")
+    assert not list((tmp_path / "cache").glob(".*")), "a temporary download file was left behind"
+
+
+def test_schema_found_nowhere_says_what_was_tried(schema_server, tmp_path):
+    base, _ = schema_server
+    nowhere = dict(shared=tmp_path / "no-shared", cache=tmp_path / "cache")
+    with pytest.raises(SchemaUnavailable) as missing:
+        find_schema("v4beta99", environ={URL_BASE_VARIABLE: base}, **nowhere)
+    message = str(missing.value)
+    for tried in ("$SKAFFOLD_SCHEMA (unset)", str(tmp_path / "no-shared"), str(tmp_path / "cache"), "404"):
+        assert tried in message, message
+    # Something that answers but is no Skaffold schema is refused, and not cached.
+    with pytest.raises(SchemaUnavailable, match="not a Skaffold config schema"):
+        find_schema(NEWEST, environ={URL_BASE_VARIABLE: base + "not-a-schema/"}, **nowhere)
+    assert not (tmp_path / "cache" / f"skaffold-{NEWEST}.json").exists()
+
+
+def test_skaffold_schema_variable_names_a_directory_or_one_file(schema_server, tmp_path):
+    _, root = schema_server
+    given = tmp_path / "given"
+    given.mkdir()
+    for version in versions():
+        (given / f"skaffold-{version}.json").write_bytes((root / SCHEMA_PATH.format(version=version)).read_bytes())
+    nowhere = dict(shared=tmp_path / "no-shared", cache=tmp_path / "cache")
+    environ = {URL_BASE_VARIABLE: "http://127.0.0.1:9/", "SKAFFOLD_SCHEMA": str(given)}
+    for version in versions():
+        assert find_schema(version, environ=environ, **nowhere) == (given / f"skaffold-{version}.json", "$SKAFFOLD_SCHEMA")
+    one_file = given / f"skaffold-{NEWEST}.json"
+    environ = {URL_BASE_VARIABLE: "http://127.0.0.1:9/", "SKAFFOLD_SCHEMA": str(one_file)}
+    assert find_schema(NEWEST, environ=environ, shared=tmp_path / "none", cache=tmp_path / "cache") == (one_file, "$SKAFFOLD_SCHEMA")
+    # That file does not serve another version: the lookup goes on, and says why.
+    with pytest.raises(SchemaUnavailable, match=re.escape(f"$SKAFFOLD_SCHEMA={one_file} (no skaffold-v4beta11.json there)")):
+        find_schema("v4beta11", environ=environ, shared=tmp_path / "none", cache=tmp_path / "cache")

@@ -1,0 +1,1 @@
+"""Helpers the tests share: each module one engine (baking, label selectors, NetworkPolicies, ...)."""
