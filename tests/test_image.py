@@ -413,8 +413,9 @@ def bases(tools, request):
     """base(release) -> {"name", "kind", "layers", "release"}: each base made ready once.
 
     The bases of the releases the selected tests need are made ready side by side, in
-    threads started here: a stand-in build waits mostly for the mirrors, so the trixie
-    one runs while the bookworm images are built and run.
+    threads started here: a stand-in build waits mostly for the mirrors, so from nothing
+    (as in CI) the two stand-ins build at once, and the trixie one goes on while the
+    bookworm images are built and run.
     """
     remove_stale_containers()
     selected = [item.nodeid for item in request.session.items if item.module is request.module]
