@@ -188,6 +188,32 @@ def check_tag(value):
     return None
 
 
+# A Zero to JupyterHub chart version, which is the k8s-hub image's tag: semver, with
+# pre-releases such as the chart's development builds (4.4.1-0.dev.git.7157.h1a2b3c4d).
+# No "+build" part: an image tag cannot hold a "+".
+CHART_VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$")
+OLDEST_HUB_VERSION = (4, 0, 0)
+
+
+def check_hub_version(value):
+    """A k8s-hub tag (chart version) of 4.0.0 or newer: KubeSpawner 7, which the manifests rely on."""
+    problem = check_tag(value)
+    if problem:
+        return problem
+    match = CHART_VERSION.fullmatch(value)
+    if not match:
+        return "must be a Zero to JupyterHub chart version such as 4.4.0 (k8s-hub's tags are chart versions)"
+    release = tuple(int(part) for part in match.group(1, 2, 3))
+    # Semantic versioning: a pre-release comes before its release (4.0.0-beta.1 < 4.0.0).
+    if release < OLDEST_HUB_VERSION or (release == OLDEST_HUB_VERSION and match.group(4)):
+        before = " (a pre-release of 4.0.0 comes before it)" if release == OLDEST_HUB_VERSION else ""
+        return (
+            f"must be 4.0.0 or newer{before}: older k8s-hub images have KubeSpawner 6, whose user pod labels"
+            " and volume claim names differ from what the NetworkPolicies and jupyterhub_config.py rely on"
+        )
+    return None
+
+
 def check_pinned_image(value):
     """registry/repository:tag or @sha256:digest, never :latest or untagged."""
     name, at, digest = value.partition("@")
@@ -254,7 +280,7 @@ RULES = {
     "__oauth_authorize_url": check_https_url,
     "__oauth_token_url": check_https_url,
     "__oauth_userdata_url": check_https_url,
-    "hub_version": check_tag,
+    "hub_version": check_hub_version,
     "user_image": check_pinned_image,
     "user_storage_size": check_quantity,
     "hub_storage_size": check_quantity,

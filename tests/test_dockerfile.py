@@ -146,11 +146,12 @@ def test_pinned_proxy_supports_the_pinned_node(bake):
     dockerfile = (bake() / "Dockerfile").read_text()
     package = CHP_BIN.parent / "configurable-http-proxy" / "package.json"
     if not package.exists():
-        need_tool("configurable-http-proxy (scripts/install-test-tools puts it in build/chp)")
+        need_tool("configurable-http-proxy (scripts/install-test-tools installs it)")
     manifest = json.loads(package.read_text(encoding="utf-8"))
-    assert manifest["version"] == dockerfile_args(dockerfile)["CHP_VERSION"], "build/chp is not the pinned CHP"
-    node_majors = set(re.findall(r"'nodejs=(\d+)\.\*'", dockerfile))
-    assert len(node_majors) == 1, f"both stages install one Node.js major: {node_majors}"
+    assert manifest["version"] == dockerfile_args(dockerfile)["CHP_VERSION_BOOKWORM"], "the tools' CHP is not the pinned one"
+    steps = [step for step in dockerfile.split("\nRUN ")[1:] if "VERSION_CODENAME" in step]
+    node_majors = set(re.findall(r"(\d+)\.\*", release_arms(steps[1])["bookworm"]))
+    assert len(node_majors) == 1, f"bookworm gets one Node.js major: {node_majors}"
     minimum = re.fullmatch(r">=\s*(\d+)(\.\d+)*", manifest["engines"]["node"].strip())
     assert minimum, f"engines.node {manifest['engines']['node']!r}: not a plain lower bound"
     assert int(node_majors.pop()) >= int(minimum.group(1)), manifest["engines"]
@@ -158,3 +159,30 @@ def test_pinned_proxy_supports_the_pinned_node(bake):
 
 def dockerfile_args(dockerfile):
     return dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, re.M))
+
+
+def release_arms(step):
+    """{codename: body} of the `case "$VERSION_CODENAME"` in one RUN step, without the `*)` arm."""
+    case = step.split('case "$VERSION_CODENAME" in', 1)[1].split("esac", 1)[0]
+    arms = dict(re.findall(r"(\w+)\)\s*([^;]*);;", case))
+    assert "*)" in case and "exit 1" in case.split("*)", 1)[1], "an unknown Debian release must stop the build"
+    return arms
+
+
+def test_node_and_proxy_pinned_per_debian_release(bake):
+    """Each Debian release the Dockerfile knows has its Node.js major and its own CHP pin
+    (one ARG each, what Renovate updates); both stages know the same releases. bookworm
+    (k8s-hub 4.x) keeps Node.js 18 with a CHP that runs on it (CHP 5.2+ need Node.js 20)."""
+    dockerfile = (bake() / "Dockerfile").read_text()
+    steps = [step for step in dockerfile.split("\nRUN ")[1:] if "VERSION_CODENAME" in step]
+    assert len(steps) == 2, "one release switch in the proxy stage (CHP), one in the final stage (Node.js)"
+    chp_arms, node_arms = (release_arms(step) for step in steps)
+    assert chp_arms.keys() == node_arms.keys() == {"bookworm", "trixie"}
+    pins = dict(re.findall(r"^ARG CHP_VERSION_(\w+)=(\S+)$", dockerfile, re.M))
+    assert {release.lower() for release in pins} == set(chp_arms)
+    for release, body in chp_arms.items():
+        assert body.strip() == f'chp_version="$CHP_VERSION_{release.upper()}"', body
+    assert node_arms == {"bookworm": "nodejs_version='18.*' ", "trixie": "nodejs_version='20.*' "}
+    assert re.fullmatch(r"4\.\d+\.\d+|5\.[01]\.\d+", pins["BOOKWORM"]), "CHP 5.2+ need Node.js 20; bookworm has 18"
+    assert re.fullmatch(r"5\.\d+\.\d+", pins["TRIXIE"])
+    assert "nodejs=${nodejs_version}" in steps[1] and "npm" not in steps[1], "the final image gets no npm"

@@ -52,6 +52,16 @@ GOOD = {
     "check_project": ["jupyterhub-deploy", "My_Hub.2", "x"],
     "check_quantity": ["10Gi", "1", "500M", "1.5Ti", "0.5Gi"],
     "check_tag": ["4.4.0", "4.4.0-0.dev.git.1.h1234", "latest", "_x"],
+    "check_hub_version": [
+        "4.0.0",
+        "4.4.0",
+        "4.3.0",
+        "10.0.0",
+        "4.0.1-0.dev.git.6790.h0b6cd7f2",  # a development build after 4.0.0
+        "4.4.1-0.dev.git.7157.h1a2b3c4d",
+        "5.0.0-0.dev.trixie-standin",  # the image tests' trixie stand-in
+        "5.0.0-beta.1",
+    ],
     "check_pinned_image": [
         "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0",
         "jupyter/base-notebook:2025-06-30",
@@ -133,6 +143,21 @@ BAD = {
         ("", "quantity"),
     ],
     "check_tag": [("", "image tag"), ("-x", "image tag"), ("a b", "image tag"), ("x" * 129, "image tag")],
+    "check_hub_version": [
+        ("3.3.8", "KubeSpawner 6"),
+        ("3.99.99", "4.0.0 or newer"),
+        ("0.9.0", "4.0.0 or newer"),
+        ("4.0.0-beta.1", "a pre-release of 4.0.0 comes before it"),
+        ("4.0.0-0.dev.git.6607.h2d1ad0d0", "KubeSpawner 6"),
+        ("latest", "chart version such as 4.4.0"),
+        ("4.4", "chart version"),
+        ("v4.4.0", "chart version"),
+        ("04.4.0", "chart version"),
+        ("4.4.0-", "chart version"),
+        ("4.4.0-a..b", "chart version"),
+        ("4.4.0 ", "image tag"),
+        ("", "image tag"),
+    ],
     "check_pinned_image": [
         ("quay.io/jupyter/base-notebook", "pinned"),
         ("quay.io/jupyter/base-notebook:latest", "pinned"),
@@ -461,6 +486,21 @@ def test_values_with_quotes_newlines_backslashes_do_not_break_the_hook(tmp_path)
     for name in ("namespace", "ingress_domain", "registry", "image_name"):
         assert f"error: {name}=" in result.stderr
     assert "Traceback" not in result.stderr.split("error:")[0]
+    assert list(out.iterdir()) == []
+
+
+def test_hub_version_before_4_is_refused_with_its_reason(tmp_path):
+    """k8s-hub 3.x has KubeSpawner 6: one line naming variable, value and rule; nothing written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cookiecutter("-o", str(out), "hub_version=3.3.8", cwd=tmp_path, env=clean_env(tmp_path))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[0] == (
+        'error: hub_version="3.3.8" must be 4.0.0 or newer: older k8s-hub images have KubeSpawner 6, whose user pod'
+        " labels and volume claim names differ from what the NetworkPolicies and jupyterhub_config.py rely on"
+    ), result.stderr
+    assert errors[1:] == ["error: nothing was generated (1 problem(s) above)"], result.stderr
     assert list(out.iterdir()) == []
 
 

@@ -1,12 +1,16 @@
 """Build the generated Dockerfile with buildah, run the image the way the hub's pod does,
 push it to a registry and read it back with skopeo.
 
-- The base: quay.io/jupyterhub/k8s-hub:<hub_version> if it is already in buildah's
-  storage or can be pulled; otherwise the local stand-in tests/image/build_standin_base.sh
-  builds (cached in k8s-hub-standin/ of the test tools' directory, tests/support/tools.py).
-- Builds: the default project, and one project for every distinct requirements.txt
-  across the option matrix (the Dockerfile itself depends on hub_version only, which
-  stays the default: there is one base image here).
+- The bases, one per Debian release the Dockerfile knows (it pairs Node.js and CHP per
+  release): bookworm is quay.io/jupyterhub/k8s-hub:<hub_version> (k8s-hub 4.x) if it is
+  already in buildah's storage or can be pulled, otherwise the local stand-in
+  tests/image/build_standin_base.sh builds (cached in k8s-hub-standin/ of the test tools' directory,
+  tests/support/tools.py); trixie,
+  the base of the next k8s-hub, is always that script's trixie stand-in, under a tag of
+  its own (TRIXIE_STANDIN_VERSION), baked in as hub_version.
+- Builds: the default project on each base, and on bookworm one project for every
+  distinct requirements.txt across the option matrix (the Dockerfile itself depends on
+  hub_version only).
 - Runs: `buildah run` as the image's own user with its own ENTRYPOINT and CMD, unchanged,
   on the host's network. The pod's surroundings are supplied from outside, as in the
   pod: an empty directory owned by uid 1000 at /srv/jupyterhub (the PVC), an empty /tmp
@@ -20,6 +24,7 @@ push it to a registry and read it back with skopeo.
 The helpers are plain functions: scripts/benchmark-image uses them too.
 """
 
+import concurrent.futures
 import contextlib
 import hashlib
 import itertools
@@ -36,7 +41,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import CHOICE_VARIABLES, ROOT, TEMPLATE, clean_template, need_tool, run_cookiecutter
+from conftest import CHOICE_VARIABLES, ROOT, TEMPLATE, ci_is_on, clean_template, need_tool, run_cookiecutter
 from hubrunner import (
     deployment_env,
     descendants,
@@ -62,6 +67,12 @@ EXPECTED_CMD = ["jupyterhub", "--config", f"{CONFIG_DIR}/jupyterhub_config.py"]
 EXPECTED_ENTRYPOINT = ["tini", "--"]
 NAMESPACE = "image-test-ns"
 POD_HOSTNAME = "hub-image-test"
+# The Debian releases the Dockerfile pairs Node.js and CHP for, with the Node.js major
+# each one ships. bookworm: k8s-hub 4.x; trixie: Zero to JupyterHub's next hub image.
+NODE_MAJOR = {"bookworm": 18, "trixie": 20}
+# hub_version of the trixie stand-in: a chart version (the hook accepts it) that no
+# real k8s-hub has, so it can never be mistaken for one.
+TRIXIE_STANDIN_VERSION = "5.0.0-0.dev.trixie-standin"
 AUTHENTICATOR_CLASSES = {
     "dummy": "SharedPasswordAuthenticator",
     "native": "NativeAuthenticator",
@@ -123,14 +134,29 @@ def _last_error(stderr):
     return line[-200:]
 
 
-def ensure_base(hub_version, cache_dir=STANDIN_CACHE, log=print, before_standin=None):
+def base_version(release):
+    """hub_version of the base image on that Debian release."""
+    return {"bookworm": TEMPLATE["hub_version"], "trixie": TRIXIE_STANDIN_VERSION}[release]
+
+
+def chp_version(release, dockerfile=TEMPLATE_DIR / "Dockerfile"):
+    """The configurable-http-proxy version the Dockerfile pins for that Debian release."""
+    match = re.search(rf"^ARG CHP_VERSION_{release.upper()}=(\S+)$", dockerfile.read_text(encoding="utf-8"), re.M)
+    assert match, f"the Dockerfile pins no CHP for {release}"
+    return match.group(1)
+
+
+def ensure_base(hub_version, cache_dir=STANDIN_CACHE, log=print, before_standin=None, release="bookworm"):
     """Make quay.io/jupyterhub/k8s-hub:<hub_version> available in buildah's storage.
 
     Returns (name, "real" | "stand-in"). The real image wins where it is there or can
     be pulled; the probe has a short timeout, so an offline machine loses seconds only.
+    The trixie base is always the stand-in: its tag is not a real one.
     before_standin() is called before the stand-in is built (or found ready).
     """
     name = f"quay.io/jupyterhub/k8s-hub:{hub_version}"
+    if release == "trixie":
+        return _standin(name, hub_version, cache_dir, log, before_standin, release), "stand-in"
     if image_exists(name) and not is_standin(name):
         return name, "real"
     probe = subprocess.run(
@@ -147,17 +173,24 @@ def ensure_base(hub_version, cache_dir=STANDIN_CACHE, log=print, before_standin=
         log(f"{name}: pull failed, using the stand-in: {_last_error(pull.stderr)}")
     else:
         log(f"{name}: not reachable ({_last_error(probe.stderr)}); using the stand-in")
+    return _standin(name, hub_version, cache_dir, log, before_standin, release), "stand-in"
+
+
+def _standin(name, hub_version, cache_dir, log, before_standin, release):
     if before_standin is not None and not image_exists(name):
         before_standin()
     started = time.monotonic()
+    # The finished stand-in is also saved to cache_dir, to be re-imported where buildah's
+    # storage was wiped; CI starts from nothing and throws both away, so it skips that.
+    env = {**os.environ, "STANDIN_CACHE_IMAGE": "0"} if ci_is_on() else None
     result = subprocess.run(
-        ["bash", str(STANDIN_SCRIPT), hub_version, str(cache_dir)],
-        capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL, check=False,
+        ["bash", str(STANDIN_SCRIPT), hub_version, str(cache_dir), release],
+        capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL, check=False, env=env,
     )
     if result.returncode != 0:
         raise AssertionError(f"{STANDIN_SCRIPT.name} failed ({result.returncode})\n{result.stderr[-4000:]}")
-    log(f"{name}: stand-in ready in {time.monotonic() - started:.1f} s")
-    return name, "stand-in"
+    log(f"{name}: {release} stand-in ready in {time.monotonic() - started:.1f} s")
+    return name
 
 
 def build_image(project, tag, log_path, no_cache=False, buildah=BUILDAH, timeout=1500):
@@ -433,38 +466,75 @@ def tools():
 
 
 @pytest.fixture(scope="module")
-def base_image(tools):
+def bases(tools, request):
+    """base(release) -> {"name", "kind", "layers", "release"}: each base made ready once.
+
+    The bases of the releases the selected tests need are made ready side by side, in
+    threads started here: a stand-in build waits mostly for the mirrors, so from nothing
+    (as in CI) the two stand-ins build at once, and the trixie one goes on while the
+    bookworm images are built and run.
+    """
     remove_stale_containers()
-    hub_version = TEMPLATE["hub_version"]
-    name, kind = ensure_base(
-        hub_version, log=lambda m: print(f"\n[base] {m}"), before_standin=lambda: need_tool("debootstrap")
-    )
-    print(f"\n[base] {name}: {kind}")
-    return {"name": name, "kind": kind, "layers": layer_sizes(name)}
+    selected = [item.nodeid for item in request.session.items if item.module is request.module]
+    # Tests not parametrized by release (the variants, the push) run on bookworm.
+    wanted = [r for r in NODE_MAJOR if any(f"[{r}]" in i or (r == "bookworm" and "[" not in i) for i in selected)]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(NODE_MAJOR))
+    futures = {}
+
+    def start(release):
+        futures[release] = pool.submit(
+            ensure_base, base_version(release), log=lambda m: print(f"\n[base] {m}"),
+            before_standin=lambda: need_tool("debootstrap"), release=release,
+        )
+
+    for release in wanted:
+        start(release)
+    ready = {}
+
+    def base(release):
+        if release not in ready:
+            if release not in futures:
+                start(release)
+            name, kind = futures[release].result()
+            print(f"\n[base] {name}: {kind} ({release})")
+            ready[release] = {"name": name, "kind": kind, "layers": layer_sizes(name), "release": release}
+        return ready[release]
+
+    yield base
+    pool.shutdown(wait=True)
 
 
 @pytest.fixture(scope="module")
-def images(bake, base_image, tmp_path_factory):
-    """build(combo) -> {"id", "tag", "project", "seconds"}; each distinct requirements.txt once."""
+def images(bake, bases, tmp_path_factory):
+    """build(combo, release) -> {"id", "tag", "project", "seconds", "base"}; each distinct
+    requirements.txt once per release."""
     logs = tmp_path_factory.mktemp("build-logs")
     built = {}
 
-    def build(combo):
-        project = bake(**combo)
-        key = (project / "requirements.txt").read_text(encoding="utf-8")
+    def build(combo, release="bookworm"):
+        base = bases(release)
+        project = bake(**combo) if release == "bookworm" else bake(hub_version=base_version(release), **combo)
+        key = (release, (project / "requirements.txt").read_text(encoding="utf-8"))
         if key not in built:
-            tag = f"{IMAGE_REPO}:{variant_tag(combo)}"
-            image_id, seconds = build_image(project, tag, logs / f"{variant_tag(combo)}.log")
+            name = variant_tag(combo) if release == "bookworm" else f"{release}-{variant_tag(combo)}"
+            tag = f"{IMAGE_REPO}:{name}"
+            image_id, seconds = build_image(project, tag, logs / f"{name}.log")
             print(f"\n[build] {tag}: {seconds:.1f} s")
-            built[key] = {"id": image_id, "tag": tag, "project": project, "seconds": seconds, "combo": combo}
+            built[key] = {"id": image_id, "tag": tag, "project": project, "seconds": seconds, "combo": combo, "base": base}
         return built[key]
 
     return build
 
 
+@pytest.fixture(scope="module", params=list(NODE_MAJOR))
+def default_image(images, request):
+    """The default project's image on each Debian release's base."""
+    return images({}, request.param)
+
+
 @pytest.fixture(scope="module")
-def default_image(images):
-    return images({})
+def bookworm_default_image(images):
+    return images({}, "bookworm")
 
 
 # --- tests -------------------------------------------------------------------------------
@@ -475,8 +545,9 @@ def test_only_hub_version_changes_the_dockerfile():
     assert {k for c in requirements_combos() for k in c} == {"authenticator", "idle_culling"}
 
 
-def test_default_image_config(default_image, base_image):
+def test_default_image_config(default_image):
     """The image's own settings: built on the base, runs as uid 1000 with tini and the hub's command."""
+    base_image = default_image["base"]
     config = image_config(default_image["tag"])
     assert config["User"] == "1000"
     assert config["Entrypoint"] == EXPECTED_ENTRYPOINT
@@ -487,14 +558,17 @@ def test_default_image_config(default_image, base_image):
     layers = [digest for digest, _ in layer_sizes(default_image["tag"])]
     assert layers[: len(base_layers)] == base_layers, "the image is not built on the base's layers"
     added = sum(size for _, size in layer_sizes(default_image["tag"])[len(base_layers):])
-    print(f"\n[size] the image adds {added / 1e6:.1f} MB (uncompressed) over {base_image['name']} ({base_image['kind']})")
+    print(f"\n[size] the image adds {added / 1e6:.1f} MB (uncompressed) over {base_image['name']} ({base_image['kind']}, {base_image['release']})")
 
 
 def test_image_contents(default_image):
-    """The proxy and Node.js versions, no npm, the config files unchanged and read-only for the hub."""
+    """On each Debian release: its pinned proxy on its Node.js, no npm, the config files
+    unchanged and read-only for the hub."""
     project = default_image["project"]
+    release = default_image["base"]["release"]
     script = (
-        "set -e; configurable-http-proxy --version; node --version; id -u;"
+        ". /etc/os-release; echo $VERSION_CODENAME;"
+        " set -e; configurable-http-proxy --version; node --version; id -u;"
         " if command -v npm; then echo NPM-PRESENT; fi;"
         f" stat -c '%u %a %n' /opt/chp {CONFIG_DIR}/jupyterhub_config.py {CONFIG_DIR}/authenticator_config.py;"
         f" sha256sum {CONFIG_DIR}/jupyterhub_config.py {CONFIG_DIR}/authenticator_config.py;"
@@ -502,11 +576,10 @@ def test_image_contents(default_image):
     )
     out = run_in_image(default_image["tag"], "sh", "-c", script)
     assert out.returncode == 0, out.stdout + out.stderr
-    lines = out.stdout.splitlines()
-    dockerfile = (project / "Dockerfile").read_text(encoding="utf-8")
-    assert lines[0] == re.search(r"^ARG CHP_VERSION=(\S+)$", dockerfile, re.M).group(1), lines
-    node_major = re.search(r"'nodejs=(\d+)\.\*'", dockerfile).group(1)
-    assert re.fullmatch(rf"v{node_major}\.\d+\.\d+", lines[1]), lines
+    codename, *lines = out.stdout.splitlines()
+    assert codename == release, f"the {release} base is Debian {codename}"
+    assert lines[0] == chp_version(release), lines
+    assert re.fullmatch(rf"v{NODE_MAJOR[release]}\.\d+\.\d+", lines[1]), lines
     assert lines[2] == "1000", lines
     assert "NPM-PRESENT" not in out.stdout, "npm belongs in the build stage only"
     owner, mode, path = lines[3].split(" ", 2)
@@ -670,12 +743,12 @@ def registry(tmp_path):
         log.close()
 
 
-def test_push_and_inspect_like_the_workshop(default_image, registry, tmp_path):
+def test_push_and_inspect_like_the_workshop(bookworm_default_image, registry, tmp_path):
     """buildah push to a plain-HTTP registry, then `skopeo inspect --tls-verify=false` as the
     workshop did: same digest as pushed, same image config (User 1000, ENTRYPOINT, CMD)."""
     reference = f"docker://{registry}/jupyterhub:image-test"
     digestfile = tmp_path / "digest"
-    run(["buildah", "push", "--quiet", "--tls-verify=false", "--digestfile", digestfile, default_image["tag"], reference], timeout=600)
+    run(["buildah", "push", "--quiet", "--tls-verify=false", "--digestfile", digestfile, bookworm_default_image["tag"], reference], timeout=600)
     pushed = digestfile.read_text().strip()
 
     inspected = json.loads(run(["skopeo", "inspect", "--tls-verify=false", reference]).stdout)
@@ -685,7 +758,7 @@ def test_push_and_inspect_like_the_workshop(default_image, registry, tmp_path):
 
     assert inspected["Digest"] == pushed == "sha256:" + hashlib.sha256(raw).hexdigest()
     # The config blob is the one built: its digest is the image ID in buildah's storage.
-    assert manifest["config"]["digest"] == "sha256:" + default_image["id"]
+    assert manifest["config"]["digest"] == "sha256:" + bookworm_default_image["id"]
     assert len(inspected["Layers"]) == len(manifest["layers"]) == len(config["rootfs"]["diff_ids"])
     assert all(layer["mediaType"].endswith("tar+gzip") for layer in manifest["layers"]), "pushed compressed"
     assert config["config"]["User"] == "1000"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # build_standin_base.sh - build a LOCAL STAND-IN for quay.io/jupyterhub/k8s-hub:<TAG>
 #
-# Usage:  tests/image/build_standin_base.sh TAG CACHE_DIR
+# Usage:  tests/image/build_standin_base.sh TAG CACHE_DIR [SUITE]
 #   e.g.  tests/image/build_standin_base.sh 4.4.0 /tmp/k8s-hub-standin-cache
+#         tests/image/build_standin_base.sh 5.0.0-0.dev.trixie-standin /tmp/cache trixie
+#   SUITE: the Debian release under the image, bookworm (default) or trixie.
 #
 # Why: the template's hub image is built `FROM quay.io/jupyterhub/k8s-hub:<TAG>`,
 # but quay.io cannot be reached from the test/CI machines (only the PyPI,
@@ -21,12 +23,16 @@
 # ENTRYPOINT ["tini", "--"],
 # CMD ["jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py"].
 #
+# The next k8s-hub: Zero to JupyterHub's main branch builds the hub image
+# from python:3.14-slim-trixie (Debian 13), whose Node.js is 20, not 18.
+# SUITE=trixie builds a stand-in for that one, with the same hub packages.
+#
 # What the stand-in differs in (honestly):
-#   * Python is Debian bookworm's python3 (3.11) in /usr, not 3.12 in
-#     /usr/local; /usr/lib/python3.11/EXTERNALLY-MANAGED is diverted away so
-#     `pip install` as root works system-wide (into /usr/local) like in the
-#     real image. pip is Debian's pip (23.0.1), which leaves Debian's own
-#     python3-* packages alone instead of failing to uninstall them.
+#   * Python is the Debian release's python3 (bookworm 3.11, trixie 3.13) in
+#     /usr, not 3.12/3.14 in /usr/local; /usr/lib/python3.*/EXTERNALLY-MANAGED
+#     is diverted away so `pip install` as root works system-wide (into
+#     /usr/local) like in the real image. pip is Debian's pip, which leaves
+#     Debian's own python3-* packages alone instead of failing to uninstall them.
 #   * pycurl comes from Debian's python3-pycurl (no compiler needed), not
 #     from a source build against libcurl4-openssl-dev.
 #   * Only the hub packages k8s-hub pins by name are installed (jupyterhub,
@@ -57,7 +63,9 @@
 #     covers this script, TAG and the host configuration copied in, so an
 #     edit of any of them triggers a real rebuild. STANDIN_CACHE_IMAGE=0
 #     disables writing it.
-#   * A lock (flock on CACHE_DIR/.lock) serialises concurrent runs.
+#   * A lock per Debian release (flock on CACHE_DIR/.lock-SUITE) serialises
+#     concurrent runs for one release; a bookworm and a trixie build can run
+#     side by side.
 #
 # Storage: buildah's defaults are used (root: /var/lib/containers/storage,
 # driver "overlay" with native overlay on ext4/xfs). Where overlay cannot be
@@ -90,22 +98,26 @@ usage() {
 }
 
 [[ ${1:-} == -h || ${1:-} == --help ]] && usage 0
-[[ $# -eq 2 ]] || usage 2
+[[ $# -eq 2 || $# -eq 3 ]] || usage 2
 
 TAG=$1
 CACHE_DIR=$2
+# k8s-hub 4.x is built from python:3.12-slim-bookworm; the next one from
+# python:3.14-slim-trixie.
+SUITE=${3:-bookworm}
 [[ $TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "invalid image tag: $TAG"
+[[ $SUITE == bookworm || $SUITE == trixie ]] || die "SUITE must be bookworm or trixie, not: $SUITE"
 IMAGE="quay.io/jupyterhub/k8s-hub:${TAG}"
-
-SUITE=bookworm   # the real image is built from python:3.12-slim-bookworm
 
 # ---------------------------------------------------------------------------
 # What goes into the image. Pins are those of k8s-hub 4.4.0 (z2jh
-# images/hub/requirements.txt). Note the PyPI names: the authenticators are
-# published as jupyterhub-nativeauthenticator / jupyterhub-tmpauthenticator.
+# images/hub/requirements.txt), on either Debian release: the generated
+# requirements.txt is written for them. Note the PyPI names: the
+# authenticators are published as jupyterhub-nativeauthenticator /
+# jupyterhub-tmpauthenticator.
 # ---------------------------------------------------------------------------
 if [[ $TAG != 4.4.0 ]]; then
-    log "WARNING: package pins are those of k8s-hub 4.4.0; using them for $TAG"
+    log "note: package pins are those of k8s-hub 4.4.0; using them for $TAG ($SUITE)"
 fi
 PIP_PACKAGES=(
     jupyterhub==5.5.0
@@ -153,7 +165,7 @@ mkdir -p "$CACHE_DIR"
 CACHE_DIR=$(readlink -f "$CACHE_DIR")
 
 # Serialise concurrent runs sharing a cache dir (and then re-check).
-exec 9>"$CACHE_DIR/.lock"
+exec 9>"$CACHE_DIR/.lock-$SUITE"
 flock 9
 if [[ ${STANDIN_FORCE:-0} != 1 ]] && image_exists; then
     log "$IMAGE appeared while waiting for the lock; nothing to do"
@@ -248,12 +260,15 @@ fi
 [[ -n $MIRROR ]] || die "no Debian mirror for '$HOST_CODENAME' in the host's apt sources; set STANDIN_DEBIAN_MIRROR"
 log "Debian mirror (from host apt sources): $MIRROR"
 
-# Copy the host's sources into the image. If the host is not bookworm, its
-# codename (also in -updates/-security suite names) is rewritten to bookworm.
+# Copy the host's sources into the image. If the host's release is not
+# SUITE, its codename (also in the -updates/-security suite names) is
+# rewritten to SUITE: the same mirror serves both (checked by debootstrap
+# and apt-get below, which fail otherwise). \< \> are word boundaries, so
+# "bookworm bookworm-updates" becomes "trixie trixie-updates".
 copy_source_file() {
     local src=$1 dst=$2
     if [[ $HOST_CODENAME != "$SUITE" ]]; then
-        sed -E "s/(^|[^[:alnum:]])${HOST_CODENAME}([^[:alnum:]]|\$)/\\1${SUITE}\\2/g" "$src" >"$dst"
+        sed -E "s/\\<${HOST_CODENAME}\\>/${SUITE}/g" "$src" >"$dst"
     else
         cp "$src" "$dst"
     fi
@@ -605,6 +620,7 @@ buildah config \
     --label "org.opencontainers.image.version=$TAG" \
     --label "k8s-hub-standin=true" \
     --label "k8s-hub-standin.recipe=$RECIPE_HASH" \
+    --label "k8s-hub-standin.suite=$SUITE" \
     "$CTR"
 
 # Replace an older stand-in of the same name (STANDIN_FORCE=1) cleanly.
