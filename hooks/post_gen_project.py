@@ -4,8 +4,8 @@ create the git-ignored secrets file every overlay reads, and say what to do next
 Runs in the new project's directory. Standard library only.
 """
 
-import secrets
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,8 +14,8 @@ ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
 NAMESPACE = {{ cookiecutter.namespace | tojson }}
 IMAGE = {{ (cookiecutter.registry ~ "/" ~ cookiecutter.image_name) | tojson }}
 PUBLIC_URL = {{ (("https" if cookiecutter.tls == "yes" else "http") ~ "://" ~ cookiecutter.hostname) | tojson }}
+HUB_SECRETS = {{ cookiecutter.hub_secrets | tojson }}
 NEEDS_SECRETS = AUTHENTICATOR in ("dummy", "github", "generic-oauth")
-OVERLAYS = ("development", "production")
 
 
 def keep_chosen_authenticator(project):
@@ -25,40 +25,26 @@ def keep_chosen_authenticator(project):
     shutil.rmtree(choices)
 
 
-def secrets_file_text(example):
-    """The example with real values where the hub can generate them itself.
-
-    Shared passwords are random (the admin's is longer, as JupyterHub requires);
-    OAuth client credentials stay empty: the hub refuses to start until they are
-    filled in, with a message that names the missing variable.
-    """
-    values = {
-        "JUPYTERHUB_USER_PASSWORD": secrets.token_urlsafe(12),
-        "JUPYTERHUB_ADMIN_PASSWORD": secrets.token_urlsafe(32),
-    }
-    lines = []
-    for line in example.splitlines():
-        name, sep, _ = line.partition("=")
-        if sep and name in values:
-            line = f"{name}={values[name]}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
 def create_secrets_files(project):
+    """env-file: run scripts/init-secrets, as a teammate does in a fresh clone.
+
+    existing-secret: the Secret lives in the cluster; the repository keeps only the
+    example, which lists its keys. Authenticators without secrets need neither.
+    """
     example = project / "hub-secrets.env.example"
+    init_secrets = project / "scripts" / "init-secrets"
     if not NEEDS_SECRETS:
         example.unlink()
-        return []
-    created = []
-    for overlay in OVERLAYS:
-        target = project / "k8s" / "overlays" / overlay / "hub-secrets.env"
-        if target.exists():  # regenerating over an existing project: keep its secrets
-            continue
-        target.write_text(secrets_file_text(example.read_text(encoding="utf-8")), encoding="utf-8")
-        target.chmod(0o600)
-        created.append(target.relative_to(project))
-    return created
+    if not NEEDS_SECRETS or HUB_SECRETS != "env-file":
+        init_secrets.unlink()
+        return ""
+    # The same script, so what the template creates and what a clone gets never differ.
+    result = subprocess.run(
+        [sys.executable, str(init_secrets)], cwd=project, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        sys.exit(f"post_gen_project: scripts/init-secrets failed: {result.stderr.strip()}")
+    return result.stdout.strip()
 
 
 def next_steps(created):
@@ -72,8 +58,21 @@ def next_steps(created):
         f"  open {PUBLIC_URL}/",
     ]
     if created:
-        lines.insert(3, "Secrets (git-ignored, mode 600): " + ", ".join(str(p) for p in created))
-    if AUTHENTICATOR == "dummy":
+        lines.insert(2, created)
+    if NEEDS_SECRETS and HUB_SECRETS == "existing-secret":
+        lines.insert(
+            -2,
+            f"  kubectl -n {NAMESPACE} create secret generic hub-secrets --from-env-file=hub-secrets.env"
+            "    # first: the README, Secrets",
+        )
+    if AUTHENTICATOR == "dummy" and HUB_SECRETS == "existing-secret":
+        lines.append(
+            f"Log in as any user with JUPYTERHUB_USER_PASSWORD, or as {ADMIN_USER} with"
+            " JUPYTERHUB_ADMIN_PASSWORD, both in the Secret hub-secrets."
+        )
+    elif AUTHENTICATOR in ("github", "generic-oauth") and HUB_SECRETS == "existing-secret":
+        lines.append("The Secret hub-secrets holds your OAuth client ID and secret (the README says how).")
+    elif AUTHENTICATOR == "dummy":
         lines.append(
             f"Log in as any user with JUPYTERHUB_USER_PASSWORD, or as {ADMIN_USER} with"
             " JUPYTERHUB_ADMIN_PASSWORD, both in k8s/overlays/development/hub-secrets.env."

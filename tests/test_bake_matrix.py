@@ -40,19 +40,22 @@ def test_bakes_clean(bake, combo):
         if name.endswith(".py"):
             compile(text, name, "exec")
 
-    # Every overlay has the secrets file its kustomization reads, and only then.
+    # Every overlay has the secrets file its kustomization reads, and only then:
+    # with hub_secrets=existing-secret the Secret lives in the cluster, not here.
+    from_files = combo["authenticator"] in SECRETS_NEEDED and combo["hub_secrets"] == "env-file"
     for overlay in OVERLAYS:
         secrets = project / "k8s" / "overlays" / overlay / "hub-secrets.env"
         kustomization = yaml.safe_load((project / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text())
-        assert secrets.exists() == (combo["authenticator"] in SECRETS_NEEDED)
-        assert ("secretGenerator" in kustomization) == (combo["authenticator"] in SECRETS_NEEDED)
+        assert secrets.exists() == from_files
+        assert ("secretGenerator" in kustomization) == from_files
+    assert (project / "scripts" / "init-secrets").exists() == from_files
     assert (project / "hub-secrets.env.example").exists() == (combo["authenticator"] in SECRETS_NEEDED)
 
 
 def test_matrix_covers_every_choice():
     from conftest import CHOICE_VARIABLES
 
-    assert len(MATRIX) == 5 * 2 * 3 * 2 * 2 * 2
+    assert len(MATRIX) == 5 * 2 * 2 * 3 * 2 * 2 * 2
     for name, values in CHOICE_VARIABLES.items():
         assert {combo[name] for combo in MATRIX} == set(values)
 
