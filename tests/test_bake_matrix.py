@@ -8,8 +8,9 @@ import yaml
 
 from conftest import MATRIX, OVERLAYS, clean_template, combo_id
 
-# Jinja that survived rendering: an expression, a statement or a comment.
-UNRENDERED = re.compile(r"\{\{|\{%|%\}|\{#|cookiecutter\.[a-z_]")
+# Jinja that survived rendering: an expression, a statement or a comment
+# (`${{ ... }}` is a GitHub Actions expression, meant to be there).
+UNRENDERED = re.compile(r"(?<!\$)\{\{|\{%|%\}|\{#|cookiecutter\.[a-z_]")
 
 # What each authenticator needs beyond what every project has.
 SECRETS_NEEDED = {"dummy", "github", "generic-oauth"}

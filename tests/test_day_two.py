@@ -180,11 +180,12 @@ def check_env():
     """
     venv = Path(os.environ.get("CHECK_VENV") or ROOT / "build" / "check-venv")
     venv.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, CHECK_VENV=str(venv))
+    # kubectl, the one prerequisite, from wherever the tests found it.
+    kubectl_dir = str(Path(need_tool("kubectl")).parent)
+    env = dict(os.environ, CHECK_VENV=str(venv), PATH=f"{kubectl_dir}{os.pathsep}{os.environ['PATH']}")
     with open(f"{venv}.lock", "w") as lock:  # xdist workers: one installs, the others wait
         fcntl.flock(lock, fcntl.LOCK_EX)
         run(sys.executable, TEMPLATE_CHECK, "--install-tools", cwd=ROOT, env=env)
-    need_tool("kubectl")
     return env
 
 
@@ -437,3 +438,29 @@ def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
         assert dep["replaceString"].strip("\n") == the_line(project, file, start)
         if "@" in user_image and file == "jupyterhub_config.py":
             assert dep["currentDigest"] == user_image.split("@")[1]
+
+
+# --- 6. The README's Day two section ------------------------------------------------------
+
+
+@pytest.mark.parametrize("hub_secrets", ["env-file", "existing-secret"])
+def test_day_two_section_names_what_exists(bake, hub_secrets):
+    project = bake(hub_secrets=hub_secrets)
+    readme = (project / "README.md").read_text()
+    section = readme.split("## Day two", 1)[1].split("\n## ", 1)[0]
+    for text in ("scripts/check", "skaffold run -p development", "scripts/smoke-test", "pvc_name_template", "renovate.json"):
+        assert text in section, text
+    assert ("scripts/init-secrets" in section) == (hub_secrets == "env-file")
+    skaffold = yaml.safe_load((project / "skaffold.yaml").read_text())
+    assert "development" in [p["name"] for p in skaffold["profiles"]]
+    for script in ("check", *(["init-secrets"] if hub_secrets == "env-file" else [])):
+        assert os.access(project / "scripts" / script, os.X_OK), script
+
+
+def test_user_volume_names_are_pinned_to_kubespawner_7s_default(bake):
+    """A KubeSpawner upgrade that changed its default must not orphan home directories."""
+    from kubespawner import KubeSpawner
+
+    config = (bake(user_storage="yes") / "jupyterhub_config.py").read_text()
+    (pinned,) = re.findall(r'^\s*c\.KubeSpawner\.pvc_name_template = "([^"]+)"$', config, re.M)
+    assert pinned == KubeSpawner.pvc_name_template.default_value == "claim-{user_server}"
