@@ -5,9 +5,10 @@ Runs in the new project's directory. Standard library and PyYAML (which
 cookiecutter itself depends on) only.
 """
 
+import json
 import runpy
-import secrets
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,11 +18,13 @@ AUTHENTICATOR = {{ cookiecutter.authenticator | tojson }}
 ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
 NAMESPACE = {{ cookiecutter.namespace | tojson }}
 IMAGE = {{ (cookiecutter.registry ~ "/" ~ cookiecutter.image_name) | tojson }}
+HUB_SECRETS = {{ cookiecutter.hub_secrets | tojson }}
 TLS = {{ cookiecutter.tls | tojson }}
 CERT_MANAGER_ISSUER = {{ cookiecutter.__cert_manager_issuer | tojson }}
 KANIKO_CREDENTIALS = {{ cookiecutter.kaniko_credentials | tojson }}
 KANIKO_SECRET_NAME = {{ cookiecutter.__kaniko_secret_name | tojson }}
-OVERLAYS = ("development", "production")
+# The line of scripts/init-secrets that says which variables get random values.
+RANDOM_BYTES_LINE = "RANDOM_BYTES = {}"
 
 
 def keep_chosen_authenticator(project):
@@ -40,40 +43,32 @@ def keep_chosen_authenticator(project):
     return about
 
 
-def secrets_file_text(example, generated):
-    """The example with random values for the variables in `generated` (name: bytes
-    of randomness, from authenticator.yaml), such as shared passwords.
-
-    Others, such as OAuth client credentials, stay as the example has them: the hub
-    refuses to start until they are filled in, with a message naming the variable.
-    """
-    values = {name: secrets.token_urlsafe(size) for name, size in generated.items()}
-    lines = []
-    for line in example.splitlines():
-        name, sep, _ = line.partition("=")
-        if sep and name in values:
-            line = f"{name}={values[name]}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
 def create_secrets_files(project, generated):
-    """One per overlay, if the authenticator needs secrets (it came with an example)."""
-    example = project / "hub-secrets.env.example"
-    if not example.exists():
-        return []
-    created = []
-    for overlay in OVERLAYS:
-        target = project / "k8s" / "overlays" / overlay / "hub-secrets.env"
-        if target.exists():  # regenerating over an existing project: keep its secrets
-            continue
-        target.write_text(secrets_file_text(example.read_text(encoding="utf-8"), generated), encoding="utf-8")
-        target.chmod(0o600)
-        created.append(target.relative_to(project))
-    return created
+    """env-file: scripts/init-secrets, told which variables the authenticator can have
+    random (authenticator.yaml's generated_secrets), runs as a teammate runs it in a
+    fresh clone, so what the template creates and what a clone gets never differ.
+
+    existing-secret: the Secret lives in the cluster; the repository keeps only the
+    example, which lists its keys. Authenticators without secrets need neither.
+    """
+    init_secrets = project / "scripts" / "init-secrets"
+    if not (project / "hub-secrets.env.example").exists() or HUB_SECRETS != "env-file":
+        init_secrets.unlink()
+        return ""
+    text = init_secrets.read_text(encoding="utf-8")
+    assert text.count(RANDOM_BYTES_LINE) == 1, f"scripts/init-secrets lost its line {RANDOM_BYTES_LINE!r}"
+    init_secrets.write_text(
+        text.replace(RANDOM_BYTES_LINE, f"RANDOM_BYTES = {json.dumps(generated, sort_keys=True)}"), encoding="utf-8"
+    )
+    result = subprocess.run(
+        [sys.executable, str(init_secrets)], cwd=project, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        sys.exit(f"post_gen_project: scripts/init-secrets failed: {result.stderr.strip()}")
+    return result.stdout.strip()
 
 
-def next_steps(created, public_url, last_step):
+def next_steps(created, public_url, last_step, needs_secrets):
     lines = [
         "",
         f"Generated {Path.cwd().name}/: JupyterHub at {public_url}/ in namespace {NAMESPACE}.",
@@ -84,8 +79,18 @@ def next_steps(created, public_url, last_step):
         f"  open {public_url}/",
     ]
     if created:
-        lines.insert(3, "Secrets (git-ignored, mode 600): " + ", ".join(str(p) for p in created))
-    lines.append(last_step.format(admin_user=ADMIN_USER, public_url=public_url))
+        lines.insert(2, created)
+    last_step = last_step.format(admin_user=ADMIN_USER, public_url=public_url)
+    if needs_secrets and HUB_SECRETS == "existing-secret":
+        lines.insert(
+            -2,
+            f"  kubectl -n {NAMESPACE} create secret generic hub-secrets --from-env-file=hub-secrets.env"
+            "    # first: the README, Secrets",
+        )
+        # The authenticator's words name the env files; here the Secret holds the values.
+        for path in ("k8s/overlays/development/hub-secrets.env", "k8s/overlays/*/hub-secrets.env"):
+            last_step = last_step.replace(path, "the Secret hub-secrets")
+    lines.append(last_step)
     # The settings of these options are not asked (README: "Not asked"); say where they went.
     if KANIKO_CREDENTIALS == "secret":
         lines.append(
@@ -103,10 +108,11 @@ def next_steps(created, public_url, last_step):
 def main():
     project = Path.cwd()
     about = keep_chosen_authenticator(project)
+    needs_secrets = (project / "hub-secrets.env.example").exists()
     created = create_secrets_files(project, about.get("generated_secrets") or {})
     # The public URL as the hub has it; importing hub_helpers.py only defines names.
     public_url = runpy.run_path(str(project / "hub_helpers.py"))["PUBLIC_URL"]
-    print(next_steps(created, public_url, about["next_step"]), file=sys.stderr)
+    print(next_steps(created, public_url, about["next_step"], needs_secrets), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ USERNAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 
 # The authenticators are not listed here: each is a folder (see authenticators()).
 CHOICES = {
+    "hub_secrets": ("env-file", "existing-secret"),
     "tls": ("no", "yes"),
     "kaniko_credentials": ("docker-config", "secret", "none"),
     "user_storage": ("yes", "no"),

@@ -106,6 +106,8 @@ c.KubeSpawner.automount_service_account_token = False
 if USER_STORAGE:
     # One PersistentVolumeClaim per user, created by KubeSpawner, mounted as home.
     c.KubeSpawner.storage_pvc_ensure = True
+    # Pinned (KubeSpawner 7's default, written out): were a KubeSpawner upgrade to change
+    # its default, every user would get a new, empty volume and the old one would be orphaned.
     c.KubeSpawner.pvc_name_template = "claim-{user_server}"
     c.KubeSpawner.storage_capacity = USER_STORAGE_SIZE
     c.KubeSpawner.storage_access_modes = ["ReadWriteOnce"]
