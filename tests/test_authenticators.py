@@ -82,12 +82,12 @@ def test_disagreements_are_found(tmp_path):
 
     about = folders / "github" / "authenticator.yaml"
     about.write_text(about.read_text().replace('label: "github: GitHub OAuth"', 'label: "github: OAuth"'))
-    (folders / "native" / "README-secrets.md").write_text("stray\n")
+    (folders / "tmp" / "README-secrets.md").write_text("stray\n")
     (folders / "dummy" / "hub-secrets.env.example").write_text("# nothing\n")
     shutil.copytree(folders / "tmp", folders / "tmp2")
     problems = "\n".join(authenticator_problems(copy))
     assert "github: label 'github: OAuth'" in problems
-    assert "native: hub-secrets.env.example and README-secrets.md go together" in problems
+    assert "tmp: hub-secrets.env.example and README-secrets.md go together" in problems
     assert "dummy: the config requires JUPYTERHUB_USER_PASSWORD" in problems
     assert "dummy: generated_secrets names JUPYTERHUB_ADMIN_PASSWORD" in problems
     assert "the folders are ['dummy', 'generic-oauth', 'github', 'native', 'tmp', 'tmp2']" in problems

@@ -160,7 +160,7 @@ def test_contributing_lists_every_file_an_authenticator_needs(tmp_path):
             assert secret["metadata"]["name"].startswith("hub-secrets-") and "DEMO_PASSWORD" in secret["data"]
             deployment = next(o for o in objects if o["kind"] == "Deployment")
             container = deployment["spec"]["template"]["spec"]["containers"][0]
-            assert container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+            assert container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"], "optional": False}}]
 
         # The hub's configuration takes the password from the environment.
         config = configure(project, {"DEMO_PASSWORD": values["DEMO_PASSWORD"]})
