@@ -91,6 +91,8 @@ def test_env_file_fresh_clone_init_secrets_then_every_overlay_renders(bake, tmp_
         if authenticator == "dummy":
             assert len(values["JUPYTERHUB_USER_PASSWORD"]) >= 8
             assert len(values["JUPYTERHUB_ADMIN_PASSWORD"]) >= 32
+        elif authenticator == "native":
+            assert len(values["JUPYTERHUB_ADMIN_PASSWORD"]) >= 32
         else:
             assert values["OAUTH_CLIENT_ID"] == values["OAUTH_CLIENT_SECRET"] == ""
             assert "left empty: OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET" in first.stdout
@@ -98,8 +100,9 @@ def test_env_file_fresh_clone_init_secrets_then_every_overlay_renders(bake, tmp_
         assert result.returncode == 0, result.stderr
         secret = next(d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Secret")
         assert sorted(secret["data"]) == sorted(env_keys(example))
-    if authenticator == "dummy":
-        assert "random JUPYTERHUB_USER_PASSWORD, JUPYTERHUB_ADMIN_PASSWORD" in first.stdout
+    if authenticator in ("dummy", "native"):
+        stated = {"dummy": "JUPYTERHUB_USER_PASSWORD, JUPYTERHUB_ADMIN_PASSWORD", "native": "JUPYTERHUB_ADMIN_PASSWORD"}
+        assert f"random {stated[authenticator]})" in first.stdout
         files = [clone / "k8s" / "overlays" / o / "hub-secrets.env" for o in OVERLAYS]
         assert files[0].read_text() != files[1].read_text(), "every file gets its own passwords"
     assert run("git", "status", "--porcelain", cwd=clone).stdout == "", "the new files are git-ignored"
@@ -162,7 +165,7 @@ def test_existing_secret_fresh_clone_renders_with_no_step(bake, tmp_path, authen
 
 
 def test_existing_secret_authenticator_without_secrets_has_nothing_to_do(bake):
-    project = bake(authenticator="native", hub_secrets="existing-secret")
+    project = bake(authenticator="tmp", hub_secrets="existing-secret")
     assert not (project / "scripts" / "init-secrets").exists()
     assert not (project / "hub-secrets.env.example").exists()
     objects = [d for d in yaml.safe_load_all(render(project, "production").stdout) if d]
