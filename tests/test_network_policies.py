@@ -45,19 +45,19 @@ PROBE_PORTS = [22, 25, 53, 80, 443, 2379, 6443, 8080, 8443, 10250, 16443, 30000]
 # user-info ports, and no more (the browser, not the hub, opens the authorize URL).
 OAUTH_PROVIDERS = [
     dict(
-        oauth_authorize_url="https://sso.example.org:7443/auth",
-        oauth_token_url="https://sso.example.org:8444/token",
-        oauth_userdata_url="https://sso.example.org:9443/userinfo",
+        __oauth_authorize_url="https://sso.example.org:7443/auth",
+        __oauth_token_url="https://sso.example.org:8444/token",
+        __oauth_userdata_url="https://sso.example.org:9443/userinfo",
     ),
     dict(  # the port the API server rule opens already, and an explicit 443
-        oauth_authorize_url="https://login.example.org:8443/oauth2/authorize",
-        oauth_token_url="https://login.example.org:8443/oauth2/token",
-        oauth_userdata_url="https://api.example.org:443/me",
+        __oauth_authorize_url="https://login.example.org:8443/oauth2/authorize",
+        __oauth_token_url="https://login.example.org:8443/oauth2/token",
+        __oauth_userdata_url="https://api.example.org:443/me",
     ),
     dict(  # an IP address and localhost
-        oauth_authorize_url="https://192.0.2.10:4443/authorize",
-        oauth_token_url="https://192.0.2.10:4443/token",
-        oauth_userdata_url="https://localhost:10443/userinfo",
+        __oauth_authorize_url="https://192.0.2.10:4443/authorize",
+        __oauth_token_url="https://192.0.2.10:4443/token",
+        __oauth_userdata_url="https://localhost:10443/userinfo",
     ),
 ]
 OAUTH_CASES = [
@@ -71,7 +71,7 @@ def oauth_ports(case):
         return set()
     from conftest import TEMPLATE
 
-    urls = [case.get(name, TEMPLATE[name]) for name in ("oauth_token_url", "oauth_userdata_url")]
+    urls = [case.get(name, TEMPLATE[name]) for name in ("__oauth_token_url", "__oauth_userdata_url")]
     return {urlparse(url).port for url in urls if "{{" not in url and urlparse(url).port} - {443}
 
 
@@ -93,20 +93,27 @@ def peer_matches(peer, address, labels):
     return set(peer) == {"podSelector"} and selects(peer["podSelector"], labels)
 
 
-def port_matches(rule_port, port, protocol):
+def port_matches(rule_port, port, protocol, pod_ports=None):
+    """pod_ports: {name: number} of the destination pod's containers; a named port only
+    matches a pod that declares it (an address outside the cluster has no port names)."""
     number = rule_port.get("port")
     if rule_port.get("protocol", "TCP") != protocol:
         return False
     if number is None:
         return True
-    assert isinstance(number, int), f"named port {number!r} in an egress rule"
+    if isinstance(number, str):
+        return pod_ports is not None and pod_ports.get(number) == port
     return number <= port <= rule_port.get("endPort", number)
 
 
-def egress_allows(policy, address, port, protocol="TCP", labels=None):
+def pod_port_names(pod):
+    return {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports") or [] if "name" in p}
+
+
+def egress_allows(policy, address, port, protocol="TCP", labels=None, pod_ports=None):
     address = ipaddress.ip_address(address)
     for rule in policy["spec"].get("egress") or []:
-        ports_ok = not rule.get("ports") or any(port_matches(p, port, protocol) for p in rule["ports"])
+        ports_ok = not rule.get("ports") or any(port_matches(p, port, protocol, pod_ports) for p in rule["ports"])
         peers_ok = not rule.get("to") or any(peer_matches(p, address, labels) for p in rule["to"])
         if ports_ok and peers_ok:
             return True
@@ -114,7 +121,7 @@ def egress_allows(policy, address, port, protocol="TCP", labels=None):
 
 
 def named_ports(policy):
-    return {p["port"] for rule in policy["spec"].get("egress") or [] for p in rule.get("ports") or [] if "port" in p}
+    return {p["port"] for rule in policy["spec"].get("egress") or [] for p in rule.get("ports") or [] if isinstance(p.get("port"), int)}
 
 
 def open_ports(policy, address, protocol="TCP"):
@@ -170,7 +177,7 @@ def check_singleuser_egress(docs, user_labels):
         if open_ports(policy, address, "UDP") - {53}:
             problems.append(f"user pods reach the private address {address} over UDP")
     hub_labels = hub_pod(docs)["metadata"]["labels"]
-    if not egress_allows(policy, "10.0.0.1", 8081, labels=hub_labels):
+    if not egress_allows(policy, "10.0.0.1", 8081, labels=hub_labels, pod_ports=pod_port_names(hub_pod(docs))):
         problems.append("user pods cannot reach the hub API (8081)")
     return problems
 
