@@ -20,6 +20,7 @@ in one line, and what they accept is safe where the template puts it.
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import shutil
 import stat
@@ -192,7 +193,11 @@ def runner(template, tmp_path_factory):
     return Runner(template, tmp_path_factory.mktemp("runs"))
 
 
-TRUSTED_CODE = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix, "<"})
+# Both spellings of each prefix: a virtual environment reached through a symlink
+# reports the link in sys.prefix, and tracebacks name the real files.
+TRUSTED_CODE = tuple(
+    {p for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix) for p in (prefix, os.path.realpath(prefix))} | {"<"}
+)
 
 
 def foreign_frames(stderr):
@@ -502,6 +507,17 @@ def is_tag(value):
     return 0 < len(value) <= 128 and set(value) <= word | {".", "-"} and value[0] in word
 
 
+def is_hub_version(value):
+    """A tag that is a semantic version (chart versions are) of 4.0.0 or newer; a
+    pre-release of 4.0.0 comes before 4.0.0 (semver.org, item 11)."""
+    core, dash, _ = value.partition("-")
+    parts = core.split(".")
+    if not is_tag(value) or len(parts) != 3 or not all(p and set(p) <= DIGITS for p in parts):
+        return False
+    release = tuple(int(p) for p in parts)
+    return release > (4, 0, 0) or (release == (4, 0, 0) and not dash)
+
+
 def is_registry(value):
     host_port, _, path = value.partition("/")
     host, colon, port = host_port.rpartition(":") if ":" in host_port else (host_port, "", "")
@@ -543,7 +559,7 @@ ACCEPTED_MEANS = {
     # A directory name and the app.kubernetes.io/part-of label value of every object.
     "check_project": lambda v: bool(LABEL_VALUE.fullmatch(v)) and 0 < len(v) <= 63 and v not in (".", ".."),
     "check_quantity": lambda v: bool(QUANTITY.fullmatch(v)) and float(re.match(r"[0-9.]*", v).group(0) or 0) > 0,
-    "check_tag": is_tag,
+    "check_hub_version": is_hub_version,
     "check_pinned_image": lambda v: (":" in v.rsplit("/", 1)[-1] or "@sha256:" in v)
     and not re.search(r"[\s\"'\\{}]", v),
     "check_username": is_username,
