@@ -17,7 +17,6 @@ loopback_problems(config) is the check that the proxy reaches the hub, and the h
 the proxy's API, over loopback, as the pod's configuration says.
 """
 
-import contextlib
 import os
 import re
 import secrets
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from support.bakery import patched_environ
 from support.tools import CHP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -222,17 +222,8 @@ def install_config(project, workdir):
     return etc / "jupyterhub_config.py"
 
 
-@contextlib.contextmanager
-def environment(env):
-    """os.environ is exactly env inside the block, and exactly what it was after it."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+# os.environ is exactly env inside the block, and exactly what it was after it.
+environment = patched_environ
 
 
 def load_config(config_file, env):
