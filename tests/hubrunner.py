@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from support.bakery import patched_environ
+from support.envfile import env_file
 from support.tools import CHP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,15 +128,8 @@ def wait_for_health(proc, health_url, started_at, timeout, log_tail, what):
     raise AssertionError(f"{health_url} not 200 within {timeout} s (last: {last})\n{log_tail()}")
 
 
-def read_env_file(path):
-    """NAME=value lines of a kustomize `envs:` file (what the Secret would hold)."""
-    values = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            name, _, value = line.partition("=")
-            values[name.strip()] = value
-    return values
+# NAME=value lines of a kustomize `envs:` file (what the Secret would hold): the one parser.
+read_env_file = env_file
 
 
 def write_kube_config(path, server):
