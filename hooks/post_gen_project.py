@@ -5,10 +5,11 @@ Runs in the new project's directory. Standard library and PyYAML (which
 cookiecutter itself depends on) only.
 """
 
+import contextlib
+import io
 import json
 import runpy
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -60,12 +61,17 @@ def create_secrets_files(project, generated):
     init_secrets.write_text(
         text.replace(RANDOM_BYTES_LINE, f"RANDOM_BYTES = {json.dumps(generated, sort_keys=True)}"), encoding="utf-8"
     )
-    result = subprocess.run(
-        [sys.executable, str(init_secrets)], cwd=project, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        sys.exit(f"post_gen_project: scripts/init-secrets failed: {result.stderr.strip()}")
-    return result.stdout.strip()
+    # In this process (runpy, as `__main__`): the script itself, without a second Python start.
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(str(init_secrets), run_name="__main__")
+            status = 0
+        except SystemExit as exit_:
+            status = exit_.code
+    if status:
+        sys.exit(f"post_gen_project: scripts/init-secrets failed: {(err.getvalue() or str(status)).strip()}")
+    return out.getvalue().strip()
 
 
 def next_steps(created, public_url, last_step, needs_secrets):

@@ -23,6 +23,15 @@ import sys
 KUBECTL_TIMEOUT_SECONDS = 5
 
 
+def kube_config_files(environ):
+    """The kube config files kubectl would read that exist: $KUBECONFIG's list, else
+    ~/.kube/config. With none there is no context to ask about, so kubectl (some 0.1 s
+    of every run) need not start."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    listed = environ.get("KUBECONFIG") or os.path.join(home, ".kube", "config")
+    return [path for path in listed.split(os.pathsep) if path and os.path.isfile(path)]
+
+
 def kube_context_namespace():
     """The namespace of the current kube context, or None.
 
@@ -30,7 +39,7 @@ def kube_context_namespace():
     contacts a cluster, and the timeout guards against anything unexpected.
     """
     kubectl = shutil.which("kubectl")
-    if not kubectl:
+    if not kubectl or not kube_config_files(os.environ):
         return None
     try:
         result = subprocess.run(

@@ -344,6 +344,38 @@ def test_no_kubectl_no_cluster_still_generates(tmp_path):
     assert 'namespace: "jupyterhub"' in read(tmp_path / "jupyterhub-deploy", "k8s/overlays/development/kustomization.yaml")
 
 
+def test_kube_config_files_pure(tmp_path):
+    present, absent = tmp_path / "present", tmp_path / "absent"
+    present.write_text("")
+    (tmp_path / ".kube").mkdir()
+    assert pre_prompt.kube_config_files({"KUBECONFIG": f"{absent}:{present}:"}) == [str(present)]
+    assert pre_prompt.kube_config_files({"KUBECONFIG": str(absent), "HOME": str(tmp_path)}) == []
+    assert pre_prompt.kube_config_files({"HOME": str(tmp_path)}) == []
+    (tmp_path / ".kube" / "config").write_text("")
+    assert pre_prompt.kube_config_files({"HOME": str(tmp_path)}) == [str(tmp_path / ".kube" / "config")]
+
+
+def test_without_a_kube_config_kubectl_is_not_started(tmp_path):
+    """No kube config, no context to ask about: the hook does not spend a kubectl start on it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    started_file = tmp_path / "kubectl-started"
+    (bin_dir / "kubectl").write_text(f"#!/bin/sh\ntouch '{started_file}'\necho planted-ns\n")
+    (bin_dir / "kubectl").chmod(0o755)
+    env = clean_env(tmp_path, PATH=f"{bin_dir}:{os.environ['PATH']}", HOME=str(tmp_path / "home"))
+    result = run_cookiecutter(cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert not started_file.exists(), "the hook ran kubectl although no kube config exists"
+    assert 'namespace: "jupyterhub"' in read(tmp_path / "jupyterhub-deploy", "k8s/overlays/development/kustomization.yaml")
+    # The same fake with a kube config present is asked, and its answer is used.
+    write_kubeconfig(tmp_path / "kubeconfig", "unused")
+    env["KUBECONFIG"] = str(tmp_path / "kubeconfig")
+    result = run_cookiecutter("project=second", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert started_file.exists()
+    assert 'namespace: "planted-ns"' in read(tmp_path / "second", "k8s/overlays/development/kustomization.yaml")
+
+
 # Far longer than any allowance: only the hook's own timeout can end the run in time.
 FAKE_KUBECTL_HANG_SECONDS = 3600
 
@@ -364,7 +396,9 @@ def bake_with_hanging_kubectl(template, tmp_path):
     # exec: the hook's kill reaches the sleeping process itself, not a shell above it.
     fake.write_text(f"#!/bin/sh\necho $$ > '{started_file}'\nexec sleep {FAKE_KUBECTL_HANG_SECONDS}\n")
     fake.chmod(0o755)
-    env = clean_env(tmp_path, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    # A kube config to ask about: without one the hook does not start kubectl at all.
+    write_kubeconfig(tmp_path / "kubeconfig", "from-the-context")
+    env = clean_env(tmp_path, PATH=f"{bin_dir}:{os.environ['PATH']}", KUBECONFIG=str(tmp_path / "kubeconfig"))
     cookiecutter = Path(sys.executable).parent / "cookiecutter"
     started = time.monotonic()
     proc = subprocess.Popen(

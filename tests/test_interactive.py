@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,9 @@ class Terminal:
             encoding="utf-8",
             timeout=90,
             dimensions=(50, 1000),
+            # A terminal's Ctrl-C interrupts: whatever started the tests (a job in the
+            # background of a script ignores SIGINT, and children inherit that) does not.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.transcript = ""
 
