@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from conftest import AUTHENTICATORS, MATRIX, OVERLAYS, ROOT, TOOLS, combo_id, need_tool, needs_secrets
+from support.bakery import k8s_digest, session_bakery
+from support.once import judge_once, project_units
 
 SECRETS_NEEDED = [name for name in sorted(p.name for p in AUTHENTICATORS.iterdir()) if needs_secrets(name)]
 TEMPLATE_CHECK = ROOT / "{{cookiecutter.project}}" / "scripts" / "check"
@@ -196,12 +198,63 @@ def check(project, env):
     return run(project / "scripts" / "check", cwd=project, env=env, check=False)
 
 
+CHECK_OK = "check: ok: 2 overlays render and are valid for Kubernetes 1.25.0 and 1.37.0"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
 def test_check_passes_on_every_combination(bake, check_env, combo):
-    result = check(bake(**combo), check_env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith("check: ok: 2 overlays render and are valid for Kubernetes 1.25.0 and 1.37.0")
+    """scripts/check judges each input on its own (an overlay from k8s/, skaffold.yaml
+    against the renders, the Dockerfile, each Python file), so it runs once per distinct
+    input: on this combination only if it holds a file, or a k8s/ tree, that no earlier
+    run has seen; otherwise the verdicts of the runs that saw them stand for it."""
+    project = bake(**combo)
+
+    def judge():
+        result = check(project, check_env)
+        return {"ok": result.returncode == 0 and result.stdout.startswith(CHECK_OK), "output": result.stdout + result.stderr}
+
+    units = project_units(project, lambda root, tree: k8s_digest(root))
+    verdicts = judge_once(session_bakery().shared / "check-verdicts", units, judge, combo_id(combo))
+    failed = {unit: v for unit, v in verdicts.items() if not (v["verdict"].get("ok"))}
+    assert not failed, "\n".join(
+        f"{unit}: scripts/check on {v['who']}: {v['verdict'].get('output') or v['verdict'].get('error')}"
+        for unit, v in failed.items()
+    )
+
+
+def test_judge_once_runs_for_new_inputs_only_and_spreads_failures(tmp_path):
+    """The bookkeeping behind the test above: a run for each new input, none for seen ones,
+    and a failure reaches every project that holds the failing input."""
+    runs = []
+
+    def judge(verdict):
+        return lambda: runs.append(verdict) or verdict
+
+    first = judge_once(tmp_path, {"a": "1", "b": "1"}, judge({"ok": True}), "first")
+    assert runs == [{"ok": True}] and {v["who"] for v in first.values()} == {"first"}
+    judge_once(tmp_path, {"a": "1", "b": "1"}, judge({"ok": False}), "same inputs")
+    assert len(runs) == 1, "a run although every input had a verdict"
+    mixed = judge_once(tmp_path, {"a": "1", "b": "2"}, judge({"ok": False}), "new b")
+    assert len(runs) == 2 and mixed["a"]["who"] == "first" and mixed["b"]["who"] == "new b"
+    later = judge_once(tmp_path, {"a": "2", "b": "2"}, judge({"ok": True}), "new a")
+    assert later["b"]["verdict"] == {"ok": False}, "a seen failing input passed for another project"
+
+    def broken():
+        raise RuntimeError("the judge broke")
+
+    crashed = judge_once(tmp_path, {"c": "1"}, broken, "crash")
+    assert "the judge broke" in crashed["c"]["verdict"]["error"]
+
+
+def test_project_units_name_every_file_and_the_k8s_tree_once(bake):
+    project = bake()
+    units = project_units(project, lambda root, tree: k8s_digest(root))
+    files = {str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()}
+    assert set(units) == {f for f in files if not f.startswith("k8s/") and f != "README.md"} | {"k8s/", "(file names)"}
+    other = bake(authenticator="github", hub_secrets="existing-secret")  # no secrets files
+    changed = {u for u, d in project_units(other, lambda root, tree: k8s_digest(root)).items() if units.get(u) != d}
+    assert {"authenticator_config.py", "k8s/", "(file names)"} <= changed, changed
 
 
 @pytest.mark.parametrize(
