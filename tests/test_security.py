@@ -16,6 +16,8 @@ The engines the checks use live in tests/support/: labels.py (label selectors),
 netpol.py (the NetworkPolicy evaluator), secrets_scan.py (the secrets scanner).
 """
 
+import atexit
+import functools
 import re
 import stat
 import subprocess
@@ -411,9 +413,23 @@ def test_checks_catch_broken_manifests(render):
 
 # --- B. Secrets -----------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
+def _empty_git_dir():
+    """One empty repository per process, through which git looks at any directory as its
+    work tree: it reads that tree's .gitignore and writes nothing into it."""
+    directory = Path(tempfile.mkdtemp(prefix="git-view-")) / "empty.git"
+    subprocess.run([need_tool("git"), "init", "-q", "--bare", str(directory)], check=True)
+    atexit.register(shutil.rmtree, directory.parent, True)
+    return directory
+
+
 def git(repo, *args, check=True):
+    """git in repo as a fresh `git init` there would see it (no commits, no index)."""
     result = subprocess.run(
-        [need_tool("git"), "-C", str(repo), *args], capture_output=True, text=True, check=False
+        [need_tool("git"), f"--git-dir={_empty_git_dir()}", f"--work-tree={repo}", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if check:
         assert result.returncode == 0, result.stderr
@@ -421,9 +437,8 @@ def git(repo, *args, check=True):
 
 
 def git_copy(project, dest):
-    """A copy of the project, `git init`ed: what a user commits."""
+    """A copy of the project to change: git sees it as a new repository."""
     shutil.copytree(project, dest, symlinks=True)
-    git(dest, "init", "-q")
     return dest
 
 
@@ -454,9 +469,9 @@ def required_env(project):
 
 
 @pytest.mark.parametrize("case", CASES, ids=combo_id)
-def test_secrets_come_from_git_ignored_files(bakery, case, tmp_path):
+def test_secrets_come_from_git_ignored_files(bakery, case):
     project = bakery.project(case)
-    repo = git_copy(project, tmp_path / "repo")
+    repo = project  # read only: git looks at it through an empty repository of its own
     needed = required_env(project)
     example = repo / "hub-secrets.env.example"
     for overlay in OVERLAYS:
@@ -509,8 +524,8 @@ def test_secrets_come_from_git_ignored_files(bakery, case, tmp_path):
 
 
 @pytest.mark.parametrize("case", CASES, ids=combo_id)
-def test_committed_files_hold_no_literal_secrets(bakery, case, tmp_path):
-    repo = git_copy(bakery.project(case), tmp_path / "repo")
+def test_committed_files_hold_no_literal_secrets(bakery, case):
+    repo = bakery.project(case)  # read only
     files = committed_files(repo)
     assert "jupyterhub_config.py" in files and ".gitignore" in files, files
     assert not any(Path(f).name == "hub-secrets.env" for f in files), files
