@@ -76,6 +76,22 @@ def pytest_make_collect_report(collector):
     return _skip_fails_under_ci((yield))
 
 
+# --- The order: the longest tests first ----------------------------------------------
+
+# Modules whose tests take the longest, mostly waiting (for a hub, a user server, the idle
+# culler, a build): started first, they run beside the quick ones instead of trailing
+# after them (xdist hands out tests in this order; its groups go first anyway).
+LONGEST_FIRST = ("test_journey.py", "test_hub.py", "test_checkov.py", "test_hostile_input.py", "test_interactive.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 # --- One directory of bakes and renders per run, shared by the xdist workers ---------
 
 

@@ -41,7 +41,8 @@ from hubrunner import (
     xsrf_form,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub")]
+# No xdist group: every hub has random ports and directories of its own.
+pytestmark = pytest.mark.slow
 
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 ADMIN = "hubadmin"  # not the template's default, so that the test sees it is used

@@ -33,8 +33,10 @@ from journey import (
 )
 from emulated_cluster import role_of
 
-# A group of their own: xdist runs them beside the hub tests, not after them.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("journey")]
+# No xdist group: each journey has its own emulated cluster (addresses, ports, mount
+# namespace), and they spend most of their time waiting (for servers, for the culler), so
+# they run side by side on as many workers as are free (tests/conftest.py starts them first).
+pytestmark = pytest.mark.slow
 
 USER_IMAGE = "registry.example.org/team/notebook:2026.1"
 # user_storage both ways; the culler's timeout at the shortest the template allows
