@@ -28,7 +28,7 @@ OVERLAYS = ("development", "production")
 
 # Every choice and yes/no variable (cookiecutter.json lists their values); all
 # combinations of them make the bake matrix.
-CHOICE_VARIABLES = {k: v for k, v in TEMPLATE.items() if isinstance(v, list)}
+CHOICE_VARIABLES = {k: v for k, v in TEMPLATE.items() if isinstance(v, list) and not k.startswith("_")}
 MATRIX = [
     dict(zip(CHOICE_VARIABLES, values))
     for values in itertools.product(*CHOICE_VARIABLES.values())

@@ -60,6 +60,21 @@ def test_bakes_clean(bake, combo):
     assert (project / "hub-secrets.env.example").exists() == needs_secrets(combo["authenticator"])
 
 
+def test_files_copied_without_rendering_hold_no_template_text():
+    """cookiecutter.json's _copy_without_render (files Jinja need not read, which makes
+    every bake faster) lists only files without Jinja, and each pattern still matches."""
+    import fnmatch
+
+    template_dir = ROOT / "{{cookiecutter.project}}"
+    files = [str(p.relative_to(template_dir)) for p in template_dir.rglob("*") if p.is_file()]
+    for pattern in TEMPLATE["_copy_without_render"]:
+        matched = [f for f in files if fnmatch.fnmatch(f, pattern)]
+        assert matched, f"_copy_without_render: {pattern!r} matches no file"
+        for name in matched:
+            text = (template_dir / name).read_text(encoding="utf-8")
+            assert not re.search(r"\{\{|\{%|\{#", text), f"{name} holds Jinja but is copied without rendering ({pattern!r})"
+
+
 # A test of a choice variable in the template's text, Jinja or Python:
 # `cookiecutter.x == "v"`, `cookiecutter.x != "v"`, `cookiecutter.x in ("v", "w")`.
 CHOICE_TEST = re.compile(r'cookiecutter\.(\w+)\s*(?:[!=]=\s*"([^"]*)"|(?:not\s+)?in\s*\(([^)]*)\))')

@@ -570,7 +570,7 @@ def answers(**changes):
     for name, raw in TEMPLATE.items():
         if name == "__prompts__":
             continue
-        context[name] = raw[0] if isinstance(raw, list) else raw
+        context[name] = raw[0] if isinstance(raw, list) and not name.startswith("_") else raw
     context.update(changes)
     for name, raw in TEMPLATE.items():  # derived defaults follow, unless changed
         if name not in changes and isinstance(raw, str) and "{{" in raw:
