@@ -8,6 +8,7 @@ that API server, and the hub's Service forwards to it.
 """
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -18,6 +19,7 @@ from urllib.parse import urljoin, urlparse
 import requests
 
 from emulated_cluster import Cluster, role_of
+from support.host_ports import hub_ports
 from support.tools import SINGLEUSER
 from hubrunner import NAMESPACE, ROOT, HubProcess, read_env_file, xsrf_form
 
@@ -55,18 +57,21 @@ class Deployment:
         self.hub = HubProcess(project, self.workdir / "hub", self.secrets)
 
     def __enter__(self):
-        self.cluster.start()
-        self.hub.env["KUBECONFIG"] = str(self.cluster.write_kube_config(self.workdir / "kubeconfig"))
-        self.cluster.point_service_at("127.0.0.1", self.hub.hub_port)
-        self.hub.start()
-        self.hub.wait_ready(timeout=120)
+        with contextlib.ExitStack() as stack:
+            # Beside other journeys, never beside an image test's hub (support/host_ports.py).
+            stack.enter_context(hub_ports(alone=False))
+            stack.callback(self.cluster.stop)
+            self.cluster.start()
+            self.hub.env["KUBECONFIG"] = str(self.cluster.write_kube_config(self.workdir / "kubeconfig"))
+            self.cluster.point_service_at("127.0.0.1", self.hub.hub_port)
+            stack.callback(self.hub.stop, timeout=10)
+            self.hub.start()
+            self.hub.wait_ready(timeout=120)
+            self._stack = stack.pop_all()  # started: __exit__ stops the hub, the cluster, in that order
         return self
 
     def __exit__(self, *exc):
-        try:
-            self.hub.stop(timeout=10)
-        finally:
-            self.cluster.stop()
+        self._stack.close()
 
     def logs(self):
         return f"{self.hub.log_tail(60)}\n{self.cluster.log_tail()}"

@@ -53,6 +53,7 @@ from hubrunner import (
     write_kube_config,
     xsrf_form,
 )
+from support.host_ports import hub_ports
 from support.tools import STANDIN_CACHE
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image")]
@@ -238,10 +239,15 @@ def ports_in_use(ports=HUB_PORTS):
     return busy
 
 
-def require_free_hub_ports():
-    busy = ports_in_use()
-    if busy:
-        pytest.skip(f"ports {busy} are in use on this machine; the image's hub needs {list(HUB_PORTS)}")
+@pytest.fixture
+def free_hub_ports():
+    """The hub ports, free on every address: no journey's Service on 8081 meanwhile
+    (support/host_ports.py), and nothing else of this machine's on any of them."""
+    with hub_ports(alone=True):
+        busy = ports_in_use()
+        if busy:
+            pytest.skip(f"ports {busy} are in use on this machine; the image's hub needs {list(HUB_PORTS)}")
+        yield
 
 
 def secrets_for(project, authenticator):
@@ -625,10 +631,9 @@ def test_config_protection_does_not_depend_on_the_clones_umask(images, tmp_path)
             run(["buildah", "rmi", tag], check=False)
 
 
-def test_default_image_runs_as_the_pod_would(default_image, tmp_path, record_property):
+def test_default_image_runs_as_the_pod_would(default_image, free_hub_ports, tmp_path, record_property):
     """ENTRYPOINT + CMD as they are, uid 1000, the PVC, POD_NAMESPACE, the Secret, a kube config:
     healthy and serving the login page on port 8000, state on the volume, clean stop on SIGTERM."""
-    require_free_hub_ports()
     project = default_image["project"]
     secrets = pod_env(project, "dummy")
     assert secrets.get("JUPYTERHUB_ADMIN_PASSWORD"), "the baked hub-secrets.env has the generated passwords"
@@ -675,10 +680,9 @@ def test_default_image_runs_as_the_pod_would(default_image, tmp_path, record_pro
     assert not hub.leftovers, f"processes left after the hub stopped: {hub.leftovers}"
 
 
-def test_every_requirements_variant_builds_and_starts(images, tmp_path):
+def test_every_requirements_variant_builds_and_starts(images, free_hub_ports, tmp_path):
     """One image per distinct requirements.txt of the matrix: it builds, and the hub in it
     starts with the chosen authenticator, and the culler only where it was chosen."""
-    require_free_hub_ports()
     seen, failures = {images({})["tag"]}, []  # the default: booted in full above
     for combo in requirements_combos():
         image = images(combo)
