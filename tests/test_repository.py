@@ -97,7 +97,7 @@ def run_tiny_suite(tmp_path, ci):
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_skipping.py").write_text(SKIPPING_TESTS)
     (tmp_path / "test_skipping_module.py").write_text(SKIPPING_MODULE)
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
     env.update(PYTHONPATH=str(ROOT / "tests"), PYTHONDONTWRITEBYTECODE="1", **({"CI": ci} if ci is not None else {}))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "--continue-on-collection-errors", "-q", "-rfsx", str(tmp_path)],
