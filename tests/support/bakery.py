@@ -206,13 +206,15 @@ def load_hub_config(project):
         "load_subconfig": lambda _path: None,  # authenticator_config.py: checked by text
     }
     saved_path = list(sys.path)
-    # The pid file the config removes when stale: in a directory of our own, not the pod's path.
-    pid_file = Path(tempfile.mkdtemp(prefix="hub-config-")) / "jupyterhub-proxy.pid"
-    with patched_environ(dict(os.environ, POD_NAMESPACE="checked-namespace", JUPYTERHUB_PROXY_PID_FILE=str(pid_file))):
-        try:
-            exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)  # noqa: S102
-        finally:
-            # It imports hub_helpers from its own directory: the next project has its own.
-            sys.path[:] = saved_path
-            sys.modules.pop("hub_helpers", None)
+    # The pid file the config removes when stale: in a directory of our own (gone again
+    # once the config is loaded), not the pod's path.
+    with tempfile.TemporaryDirectory(prefix="hub-config-") as pid_dir:
+        pid_file = Path(pid_dir) / "jupyterhub-proxy.pid"
+        with patched_environ(dict(os.environ, POD_NAMESPACE="checked-namespace", JUPYTERHUB_PROXY_PID_FILE=str(pid_file))):
+            try:
+                exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)  # noqa: S102
+            finally:
+                # It imports hub_helpers from its own directory: the next project has its own.
+                sys.path[:] = saved_path
+                sys.modules.pop("hub_helpers", None)
     return config
