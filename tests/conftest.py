@@ -104,11 +104,6 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
         shared = tempfile.mkdtemp(prefix="template-tests-")
         os.environ[SHARED_VARIABLE] = shared  # the workers inherit it
-        # Temporary files of the workers and of everything they start (cookiecutter leaves
-        # its template copy and hook scripts behind when a hook refuses) go into the run's
-        # own directory, removed with it: nothing is left in this machine's /tmp.
-        os.makedirs(os.path.join(shared, "tmp"))
-        os.environ["TMPDIR"] = os.path.join(shared, "tmp")
         config.add_cleanup(lambda: shutil.rmtree(shared, ignore_errors=True))
 
 
