@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import AUTHENTICATORS, MATRIX, OVERLAYS, ROOT, TOOLS, combo_id, need_tool, needs_secrets
-from support.bakery import k8s_digest, session_bakery
+from support.bakery import session_bakery
 from support.once import judge_once, project_units
 
 SECRETS_NEEDED = [name for name in sorted(p.name for p in AUTHENTICATORS.iterdir()) if needs_secrets(name)]
@@ -214,7 +214,7 @@ def test_check_passes_on_every_combination(bake, check_env, combo):
         result = check(project, check_env)
         return {"ok": result.returncode == 0 and result.stdout.startswith(CHECK_OK), "output": result.stdout + result.stderr}
 
-    units = project_units(project, lambda root, tree: k8s_digest(root))
+    units = project_units(project)
     verdicts = judge_once(session_bakery().shared / "check-verdicts", units, judge, combo_id(combo))
     failed = {unit: v for unit, v in verdicts.items() if not (v["verdict"].get("ok"))}
     assert not failed, "\n".join(
@@ -249,11 +249,11 @@ def test_judge_once_runs_for_new_inputs_only_and_spreads_failures(tmp_path):
 
 def test_project_units_name_every_file_and_the_k8s_tree_once(bake):
     project = bake()
-    units = project_units(project, lambda root, tree: k8s_digest(root))
+    units = project_units(project)
     files = {str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()}
     assert set(units) == {f for f in files if not f.startswith("k8s/") and f != "README.md"} | {"k8s/", "(file names)"}
     other = bake(authenticator="github", hub_secrets="existing-secret")  # no secrets files
-    changed = {u for u, d in project_units(other, lambda root, tree: k8s_digest(root)).items() if units.get(u) != d}
+    changed = {u for u, d in project_units(other).items() if units.get(u) != d}
     assert {"authenticator_config.py", "k8s/", "(file names)"} <= changed, changed
 
 

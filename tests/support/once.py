@@ -18,7 +18,7 @@ import json
 import traceback
 from pathlib import Path
 
-from support.bakery import locked
+from support.bakery import k8s_digest, locked
 
 
 def _file_name(unit, digest):
@@ -64,19 +64,19 @@ def judge_once(directory, units, judge, who):
     return verdicts
 
 
-def project_units(project, tree_digest, trees=("k8s",), leave_out=("README.md",)):
-    """A project's units: each directory in `trees` as a whole (digested by tree_digest(project,
-    path)), every other file on its own, and the list of file names (a missing file is an
-    input too). Files in leave_out are documentation the checks never open."""
+def project_units(project, leave_out=("README.md",)):
+    """A project's units: its k8s/ tree as a whole (kustomize reads it whole; of the secrets
+    files only their keys, support/bakery.k8s_digest), every other file on its own, and the
+    list of file names (a missing file is an input too). Files in leave_out are
+    documentation the checks never open."""
     project = Path(project)
     units, names = {}, []
     for path in sorted(p for p in project.rglob("*") if p.is_file()):
         relative = path.relative_to(project)
         names.append(str(relative))
-        if relative.parts[0] in trees or str(relative) in leave_out:
+        if relative.parts[0] == "k8s" or str(relative) in leave_out:
             continue
         units[str(relative)] = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
-    for tree in trees:
-        units[f"{tree}/"] = tree_digest(project, tree)
+    units["k8s/"] = k8s_digest(project)
     units["(file names)"] = hashlib.sha256("\n".join(names).encode()).hexdigest()[:24]
     return units
