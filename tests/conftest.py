@@ -20,12 +20,15 @@ from pathlib import Path
 import pytest
 from kubernetes_validate import utils as kubernetes_validate_utils
 
+from support import jinja_memo
 from support.bakery import SHARED_VARIABLE, session_bakery
 from support.tools import TOOLS  # noqa: F401  (the one place that says where the test tools live)
 
 # kubernetes-validate reads its schema files (megabytes of JSON) on every call; read each
 # once per process (the generated scripts/check does the same): 30 ms a document become 3.
 kubernetes_validate_utils.schema_contents = functools.lru_cache(maxsize=None)(kubernetes_validate_utils.schema_contents)
+# Jinja compiles each template source once per process, not once per bake (support/jinja_memo.py).
+jinja_memo.install()
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = json.loads((ROOT / "cookiecutter.json").read_text(encoding="utf-8"))

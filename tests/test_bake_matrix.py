@@ -15,7 +15,10 @@ from conftest import (
     clean_template,
     combo_id,
     needs_secrets,
+    run_cookiecutter,
 )
+from support import jinja_memo
+from support.bakery import hermetic_env
 
 # Jinja that survived rendering: an expression, a statement or a comment
 # (`${{ ... }}` is a GitHub Actions expression, meant to be there).
@@ -157,3 +160,34 @@ def test_same_context_bakes_identical_bytes(cookies, authenticator):
     second = cookies.bake(extra_context=context, template=str(clean_template()))
     assert first.exit_code == second.exit_code == 0
     assert digest_tree(first.project_path) == digest_tree(second.project_path)
+
+
+# --- The test processes' Jinja memo (support/jinja_memo.py) -------------------------------
+
+
+@pytest.mark.parametrize("combo", [MATRIX[0], MATRIX[-1]], ids=combo_id)
+def test_memoized_bakes_equal_the_real_command(bake, combo, tmp_path):
+    """The tests bake in process, with Jinja's compilations kept between bakes; the real
+    `cookiecutter` command, a process of its own without the memo, makes the same files."""
+    baked = bake(**combo)
+    assert jinja_memo.installed() and jinja_memo.compiled_count(), "the memo is not in use"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    answers = [f"{name}={value}" for name, value in combo.items()]
+    result = run_cookiecutter("-o", str(tmp_path / "out"), *answers, cwd=scratch, env=hermetic_env(scratch))
+    assert result.returncode == 0, result.stderr
+    (made,) = (tmp_path / "out").iterdir()
+    assert digest_tree(made) == digest_tree(baked)
+
+
+def test_the_memo_keeps_compile_errors_and_environment_settings_apart():
+    import jinja2
+
+    for _ in range(2):  # a syntax error is raised each time, never kept
+        with pytest.raises(jinja2.TemplateSyntaxError):
+            jinja2.Environment().from_string("{{ unclosed")
+    source = "{% if true %}\n  x{% endif %}\n"
+    plain = jinja2.Environment().from_string(source).render()
+    trimmed = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    assert (plain, trimmed.from_string(source).render()) == ("\n  x", "  x")
+    assert jinja2.Environment(variable_start_string="[[", variable_end_string="]]").from_string("[[ 1 ]]").render() == "1"
