@@ -577,7 +577,7 @@ def test_scanner_finds_planted_secret(name, tmp_path):
 
 @pytest.mark.parametrize("name", CLEAN)
 def test_scanner_passes_what_is_no_secret(name):
-    assert scan_text(CLEAN[name]) == []
+    assert scan_text(CLEAN[name]) == ()
 
 
 def test_scan_of_a_project_with_a_planted_secret_fails(bakery, tmp_path):

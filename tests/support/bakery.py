@@ -123,6 +123,7 @@ class Bakery:
         self.shared = Path(shared)
         self.renders = {}
         self.hub_configs = {}
+        self.k8s_digests = {}
         with locked(self.shared / "template.lock"):
             if not (self.shared / "template" / "cookiecutter.json").exists():
                 copy_template(self.shared / "template.tmp")
@@ -162,7 +163,7 @@ class Bakery:
         """kubectl kustomize, cached by the content of k8s/ (secret values left out unless exact).
 
         The list returned is shared: copy it before changing it."""
-        key = f"{k8s_digest(project, exact)}-{overlay}"
+        key = f"{self.k8s_digest(project, exact)}-{overlay}"
         if key not in self.renders:
             cached = self.shared / "renders" / f"{key}.json"
             with locked(self.shared / "renders" / f"{key}.lock"):
@@ -172,6 +173,15 @@ class Bakery:
                     tmp.rename(cached)
             self.renders[key] = json.loads(cached.read_text())
         return self.renders[key]
+
+    def k8s_digest(self, project, exact=False):
+        """k8s_digest, read once per process for the bakes, which nobody changes (callers copy)."""
+        project = Path(project)
+        if not project.is_relative_to(self.shared / "bakes"):
+            return k8s_digest(project, exact)
+        if (project, exact) not in self.k8s_digests:
+            self.k8s_digests[project, exact] = k8s_digest(project, exact)
+        return self.k8s_digests[project, exact]
 
     def hub_config(self, project):
         if project not in self.hub_configs:

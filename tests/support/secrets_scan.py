@@ -2,6 +2,7 @@
 secret-sounding names, base64 blobs, Kubernetes Secrets with data, secretGenerator literals.
 test_security.py shows it finding planted secrets and passing what is no secret."""
 
+import functools
 import math
 import re
 
@@ -44,8 +45,11 @@ def looks_random(value):
     return classes >= 2 and entropy(value) >= 3.5
 
 
+@functools.lru_cache(maxsize=4096)
 def scan_text(text):
-    """(line number, what) for everything in text that looks like a literal secret."""
+    """(line number, what) for everything in text that looks like a literal secret.
+
+    Kept per text: most files are the same in many baked projects, and each is read once."""
     findings = []
     for line_number, line in enumerate(text.splitlines(), 1):
         for what, pattern in PATTERNS.items():
@@ -66,7 +70,7 @@ def scan_text(text):
             for generator in document.get("secretGenerator") or []:
                 if generator.get("literals"):
                     findings.append((0, f"secretGenerator {generator.get('name')} with literals"))
-    return findings
+    return tuple(findings)
 
 
 def yaml_documents(text):
