@@ -1,8 +1,9 @@
 """Hostile answers: quotes, newlines, backslashes, YAML/shell/Jinja metacharacters,
 unicode and very long values, fed into every validated variable.
 
-Through the real command line (`cookiecutter --no-input`), each run ends one of
-three ways, and never with a traceback from a hook:
+Through cookiecutter's command line (`cookiecutter --no-input`: the executable for the
+kept examples, its entry point called in the test process for the property tests, see
+Runner), each run ends one of three ways, and never with a traceback from a hook:
   - refused by the pre_gen hook: exit status not 0, an `error: <variable>=...` line,
     and nothing at all in the output directory;
   - refused by cookiecutter itself, before any hook runs, because the value holds
@@ -32,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import OVERLAYS, ROOT, kustomize, need_tool, run_cookiecutter
+from conftest import OVERLAYS, ROOT, kustomize, need_tool, run_cookiecutter, run_cookiecutter_in_process
 from support.bakery import copy_template, hermetic_env
 
 
@@ -170,9 +171,18 @@ def template(tmp_path_factory):
 
 
 class Runner:
-    def __init__(self, template, base):
+    """cookiecutter runs, each in a scratch directory of its own (config, TMPDIR, cwd).
+
+    With capfd, the runs go through cookiecutter's command line in this process
+    (conftest.run_cookiecutter_in_process): the property tests make some 120 runs, and
+    starting Python and importing cookiecutter for each was a third of their time. The
+    examples kept below (test_known_hostile_values) and the overwrite test still run the
+    `cookiecutter` executable."""
+
+    def __init__(self, template, base, capfd=None):
         self.template = template
         self.base = base
+        self.capfd = capfd
         self.count = 0
 
     def run(self, *args, output_dir):
@@ -183,7 +193,11 @@ class Runner:
         config = scratch / "config.yaml"
         config.write_text(f"cookiecutters_dir: {scratch / 'cc'}\nreplay_dir: {scratch / 'replay'}\n")
         env["COOKIECUTTER_CONFIG"] = str(config)
-        result = run_cookiecutter("-o", str(output_dir), *args, cwd=scratch, env=env, template=self.template)
+        args = ("-o", str(output_dir), *args)
+        if self.capfd is not None:
+            result = run_cookiecutter_in_process(*args, cwd=scratch, env=env, capfd=self.capfd, template=self.template)
+        else:
+            result = run_cookiecutter(*args, cwd=scratch, env=env, template=self.template)
         shutil.rmtree(scratch, ignore_errors=True)  # a refused run leaves its template copy here
         return result
 
@@ -191,6 +205,11 @@ class Runner:
 @pytest.fixture
 def runner(template, tmp_path_factory):
     return Runner(template, tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture
+def runner_in_process(template, tmp_path_factory, capfd):
+    return Runner(template, tmp_path_factory.mktemp("runs"), capfd)
 
 
 # Both spellings of each prefix: a virtual environment reached through a symlink
@@ -318,7 +337,7 @@ SHARDS = [VALIDATED[i::3] for i in range(3)]
 
 
 @pytest.mark.parametrize("names", SHARDS, ids=[f"shard{i}" for i in range(len(SHARDS))])
-def test_hostile_values_are_refused_cleanly_or_render_valid_manifests(names, runner, tmp_path_factory):
+def test_hostile_values_are_refused_cleanly_or_render_valid_manifests(names, runner_in_process, tmp_path_factory):
     need_tool("kubectl")
     seen = {}
 
@@ -328,7 +347,7 @@ def test_hostile_values_are_refused_cleanly_or_render_valid_manifests(names, run
         name = data.draw(st.sampled_from(names), label="variable")
         value = data.draw(values_for(name), label="value")
         output_dir = tmp_path_factory.mktemp("out")
-        result = runner.run(*ALL_ON, f"{name}={value}", output_dir=output_dir)
+        result = runner_in_process.run(*ALL_ON, f"{name}={value}", output_dir=output_dir)
         how = outcome(result, name, value, output_dir)
         if how == "accepted":
             check_accepted(output_dir, name, value)
