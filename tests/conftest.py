@@ -21,7 +21,7 @@ import pytest
 from kubernetes_validate import utils as kubernetes_validate_utils
 
 from support import jinja_memo
-from support.bakery import SHARED_VARIABLE, session_bakery
+from support.bakery import SHARED_VARIABLE, copy_template, session_bakery
 from support.tools import TOOLS  # noqa: F401  (the one place that says where the test tools live)
 
 # kubernetes-validate reads its schema files (megabytes of JSON) on every call; read each
@@ -126,11 +126,7 @@ def clean_template():
     cookiecutter copies the whole template directory for the pre_prompt hook, so
     baking from the checkout itself would copy the virtual environment every time.
     """
-    dest = Path(tempfile.mkdtemp(prefix="template-")) / "template"
-    dest.mkdir()
-    shutil.copy2(ROOT / "cookiecutter.json", dest)
-    for name in ("hooks", "templates", "{{cookiecutter.project}}"):
-        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    dest = copy_template(Path(tempfile.mkdtemp(prefix="template-")) / "template")
     atexit.register(shutil.rmtree, dest.parent, True)
     return dest
 
