@@ -18,7 +18,7 @@ import json
 import traceback
 from pathlib import Path
 
-from support.bakery import k8s_digest, locked
+from support.bakery import locked, session_bakery
 
 
 def _file_name(unit, digest):
@@ -66,7 +66,7 @@ def judge_once(directory, units, judge, who):
 
 def project_units(project, leave_out=("README.md",)):
     """A project's units: its k8s/ tree as a whole (kustomize reads it whole; of the secrets
-    files only their keys, support/bakery.k8s_digest), every other file on its own, and the
+    files only their keys, Bakery.k8s_digest, which reads a bake's tree once per process), every other file on its own, and the
     list of file names (a missing file is an input too). Files in leave_out are
     documentation the checks never open."""
     project = Path(project)
@@ -77,6 +77,6 @@ def project_units(project, leave_out=("README.md",)):
         if relative.parts[0] == "k8s" or str(relative) in leave_out:
             continue
         units[str(relative)] = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
-    units["k8s/"] = k8s_digest(project)
+    units["k8s/"] = session_bakery().k8s_digest(project)
     units["(file names)"] = hashlib.sha256("\n".join(names).encode()).hexdigest()[:24]
     return units
