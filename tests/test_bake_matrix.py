@@ -2,6 +2,8 @@
 
 import hashlib
 import re
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,7 +19,7 @@ from conftest import (
     needs_secrets,
     run_cookiecutter,
 )
-from support import jinja_memo
+from support import hook_runner, jinja_memo
 from support.bakery import hermetic_env
 
 # Jinja that survived rendering: an expression, a statement or a comment
@@ -166,11 +168,14 @@ def test_same_context_bakes_identical_bytes(cookies, authenticator):
 
 
 @pytest.mark.parametrize("combo", [MATRIX[0], MATRIX[-1]], ids=combo_id)
-def test_memoized_bakes_equal_the_real_command(bake, combo, tmp_path):
-    """The tests bake in process, with Jinja's compilations kept between bakes; the real
-    `cookiecutter` command, a process of its own without the memo, makes the same files."""
-    baked = bake(**combo)
+def test_memoized_bakes_equal_the_real_command(bakery, combo, tmp_path):
+    """The tests bake in process, with Jinja's compilations kept between bakes and the hooks
+    run in the test process; the real `cookiecutter` command, a process of its own without
+    the memo, its hooks processes of their own, makes the same files."""
+    runs = hook_runner.in_process_runs()
+    baked = Path(bakery.bake_into(tmp_path / "in-process", combo))
     assert jinja_memo.installed() and jinja_memo.compiled_count(), "the memo is not in use"
+    assert hook_runner.in_process_runs() - runs == 3, "pre_prompt, pre_gen and post_gen did not run in process"
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     answers = [f"{name}={value}" for name, value in combo.items()]
@@ -178,6 +183,53 @@ def test_memoized_bakes_equal_the_real_command(bake, combo, tmp_path):
     assert result.returncode == 0, result.stderr
     (made,) = (tmp_path / "out").iterdir()
     assert digest_tree(made) == digest_tree(baked)
+
+
+# A hook as cookiecutter runs it: the output, the exit status, where it ran, as what.
+HOOK_CASES = {
+    "succeeds": "import os, sys\nprint(__name__, os.getcwd() == {cwd!r}, sys.path[0] == {here!r})\n",
+    "exits with a message": "import sys\nprint('out')\nsys.exit('error: namespace=\"X\" is refused')\n",
+    "exits with a status": "import sys\nsys.exit(3)\n",
+    "exits with zero": "import sys\nsys.exit(0)\n",
+    "raises": "def main():\n    raise ValueError('broken hook')\n\nmain()\n",
+    "syntax error": "def main(:\n",
+}
+
+
+@pytest.mark.parametrize("case", HOOK_CASES)
+def test_hooks_in_process_behave_as_hook_processes(case, tmp_path, capfd):
+    """support/hook_runner.py against cookiecutter's own run_script (a process per hook):
+    the same stdout, the same stderr up to the traceback's frames, the same failure."""
+    from cookiecutter.exceptions import FailedHookException
+
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    script = tmp_path / "hooks" / "post_gen_project.py"
+    script.parent.mkdir()
+    script.write_text(HOOK_CASES[case].format(cwd=str(workdir), here=str(script.parent)))
+    outcomes = []
+    for run in (hook_runner.ORIGINAL_RUN_SCRIPT, hook_runner.run_script_in_process):
+        cwd, path = Path.cwd(), list(sys.path)
+        try:
+            run(str(script), str(workdir))
+            failure = None
+        except FailedHookException as error:
+            failure = str(error)
+        out, err = capfd.readouterr()
+        assert (Path.cwd(), sys.path) == (cwd, path), "the hook changed the test process"
+        # A traceback in process also has the runner's frames: compare the hook's own
+        # frames and the lines that are not part of a traceback.
+        err_lines = [
+            line.strip()
+            for line in err.splitlines()
+            if line.strip().startswith(f'File "{script}"') or not (line[:1].isspace() or line.startswith("Traceback"))
+        ]
+        outcomes.append((out, err_lines, failure))
+    assert outcomes[0] == outcomes[1]
+    if case == "succeeds":
+        assert outcomes[0][0] == "__main__ True True\n"
+    else:
+        assert outcomes[0][2] is not None or case == "exits with zero"
 
 
 def test_the_memo_keeps_compile_errors_and_environment_settings_apart():

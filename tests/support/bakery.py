@@ -7,7 +7,10 @@ made by tests/conftest.py), guarded by file locks; each process also keeps what 
 
 Renders of projects whose k8s/ trees differ only in secret values (the random passwords of
 the git-ignored hub-secrets.env) share one render unless exact=True: only the keys of those
-files enter the digest. That is what lets 240 combinations come down to a few dozen renders.
+files enter the digest. That is what lets the matrix's combinations come down to a few dozen renders.
+
+These bakes must succeed, so their hooks run in the test process (support/hook_runner.py):
+the tests that check how hooks fail run them as processes, as cookiecutter does.
 """
 
 import contextlib
@@ -22,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 from support.envfile import env_file
+from support.hook_runner import in_process_hooks
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_VARIABLE = "TEMPLATE_TESTS_SHARED"
@@ -140,24 +144,28 @@ class Bakery:
 
     def project(self, context):
         """The project baked with these answers (extra_context); the same directory for every caller."""
-        from cookiecutter.main import cookiecutter
-
         key = hashlib.sha256(f"{self.template_digest}\0{json.dumps(context, sort_keys=True)}".encode()).hexdigest()[:20]
         out = self.shared / "bakes" / key
         with locked(self.shared / "bakes" / f"{key}.lock"):
             if not (out / "done").exists():
                 shutil.rmtree(out, ignore_errors=True)
-                # Hook scripts are rendered into, and left in, the temp dir.
-                with patched_environ(hermetic_env(self.scratch)), patched_tempdir(self.scratch):
-                    path = cookiecutter(
-                        str(self.template),
-                        no_input=True,
-                        extra_context=context,
-                        output_dir=str(out),
-                        config_file=str(self.config),
-                    )
+                path = self.bake_into(out, context)
                 (out / "done").write_text(Path(path).name)
         return out / (out / "done").read_text()
+
+    def bake_into(self, output_dir, context):
+        """cookiecutter with these answers, the hooks in this process (support/hook_runner.py)."""
+        from cookiecutter.main import cookiecutter
+
+        # Hook scripts are rendered into, and left in, the temp dir.
+        with patched_environ(hermetic_env(self.scratch)), patched_tempdir(self.scratch), in_process_hooks():
+            return cookiecutter(
+                str(self.template),
+                no_input=True,
+                extra_context=context,
+                output_dir=str(output_dir),
+                config_file=str(self.config),
+            )
 
     def render(self, project, overlay, exact=False):
         """kubectl kustomize, cached by the content of k8s/ (secret values left out unless exact).
