@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from kubernetes_validate import utils as kubernetes_validate_utils
 
-from support import jinja_memo
+from support import jinja_memo, scratch
 from support.bakery import SHARED_VARIABLE, copy_template, session_bakery
 from support.tools import TOOLS  # noqa: F401  (the one place that says where the test tools live)
 
@@ -103,11 +103,50 @@ def pytest_collection_modifyitems(items):
 # --- One directory of bakes and renders per run, shared by the xdist workers ---------
 
 
+RUN_TMPDIR = pytest.StashKey[str]()
+RUN_PASSED = pytest.StashKey[bool]()
+
+
+def use_run_tmpdir(config):
+    """TMPDIR for the whole run (this process, the workers, every tool they start): a
+    directory of the run's own, on a tmpfs where there is one (support/scratch.py says why),
+    removed when the run passes. Like /tmp it is open to every user: the emulated
+    cluster's pods run as uid 1000."""
+    root = scratch.scratch_root(os.environ, scratch.read_mounts())  # None: the system's
+    run_dir = tempfile.mkdtemp(prefix="template-tests-run-", dir=root)
+    os.chmod(run_dir, 0o1777)
+    os.environ["TMPDIR"] = tempfile.tempdir = run_dir
+    # A pytest run inside this one (test_repository's) makes its directory in here.
+    os.environ[scratch.VARIABLE] = run_dir
+    config.stash[RUN_TMPDIR] = run_dir
+
+
 def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        use_run_tmpdir(config)
         shared = tempfile.mkdtemp(prefix="template-tests-")
         os.environ[SHARED_VARIABLE] = shared  # the workers inherit it
         config.add_cleanup(lambda: shutil.rmtree(shared, ignore_errors=True))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[RUN_PASSED] = exitstatus == 0
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    run_dir = config.stash.get(RUN_TMPDIR, None)
+    if run_dir and not config.stash.get(RUN_PASSED, False):
+        terminalreporter.write_line(
+            f"temporary files of this run kept in {run_dir} (tmp_path of each test under pytest-of-*/):"
+            " it is in memory, remove it when done"
+        )
+
+
+def pytest_unconfigure(config):
+    """A run that passed leaves nothing in memory; a failed one keeps its files to look at."""
+    run_dir = config.stash.get(RUN_TMPDIR, None)
+    if run_dir and config.stash.get(RUN_PASSED, False):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

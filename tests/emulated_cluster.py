@@ -138,8 +138,9 @@ class Cluster:
 
     def __init__(self, workdir, namespace, role_rules, service_account_token=None):
         # Pod processes run as uid 1000 and must reach their home directories: pytest's
-        # temporary directories are root's alone, so the node's files live in /tmp; its
-        # logs are copied to logdir at the end.
+        # temporary directories are root's alone, so the node's files live in TMPDIR (open
+        # to every user, like /tmp; conftest.py's run directory); its logs are copied to
+        # logdir at the end.
         self.logdir = Path(workdir)
         self.workdir = Path(tempfile.mkdtemp(prefix="emulated-cluster-"))
         os.chmod(self.workdir, 0o755)

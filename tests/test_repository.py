@@ -5,11 +5,13 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, TEMPLATE, ci_is_on
+from support import scratch
 
 
 def readme():
@@ -99,6 +101,8 @@ def run_tiny_suite(tmp_path, ci):
     (tmp_path / "test_skipping_module.py").write_text(SKIPPING_MODULE)
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
     env.update(PYTHONPATH=str(ROOT / "tests"), PYTHONDONTWRITEBYTECODE="1", **({"CI": ci} if ci is not None else {}))
+    (tmp_path / "scratch").mkdir()
+    env[scratch.VARIABLE] = str(tmp_path / "scratch")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "--continue-on-collection-errors", "-q", "-rfsx", str(tmp_path)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
@@ -115,12 +119,16 @@ def test_a_skip_fails_under_ci(tmp_path):
     assert result.returncode != 0
     assert "CI=1: a skip is a failure here" in result.stdout
     assert "no_such_module_anywhere" in result.stdout  # the reason is kept
+    # A failed run keeps its temporary files, and says where.
+    (kept,) = (tmp_path / "scratch").iterdir()
+    assert f"temporary files of this run kept in {kept}" in result.stdout
 
 
 def test_outside_ci_a_skip_stays_a_skip(tmp_path):
     result, counts = run_tiny_suite(tmp_path, None)
     assert counts == {"passed": 1, "skipped": 4, "xfailed": 1}, result.stdout
     assert result.returncode == 0
+    assert list((tmp_path / "scratch").iterdir()) == [], "a run that passed left its temporary files"
 
 
 @pytest.mark.parametrize("value", ["1", "true", "True", "yes", "on", "woodpecker"])
@@ -152,3 +160,60 @@ def test_readme_says_where_the_test_tools_live():
     assert f"`${{XDG_CACHE_HOME:-~/.cache}}/{default.name}`" in readme()
     for script in ("scripts/install-test-tools", "scripts/pytest"):
         assert "$(python3 tests/support/tools.py)" in (ROOT / script).read_text(), script
+
+
+# --- Where the run keeps its temporary files (support/scratch.py) ------------------------
+
+MOUNTS = """\
+/dev/vda / ext4 rw,relatime 0 0
+tmpfs /dev/shm tmpfs rw,nosuid,nodev 0 0
+tmpfs /run/with\\040space tmpfs rw 0 0
+/dev/vdb /dev/shm/disk ext4 rw 0 0
+"""
+
+
+class FakeStatvfs:
+    def __init__(self, free_gib, noexec=False):
+        self.f_bavail, self.f_frsize = free_gib << 30, 1
+        self.f_flag = os.ST_NOEXEC if noexec else 0
+
+
+def test_mount_type_takes_the_innermost_mount():
+    assert scratch.mount_type("/dev/shm", MOUNTS) == "tmpfs"
+    assert scratch.mount_type("/dev/shm/x/y", MOUNTS) == "tmpfs"
+    assert scratch.mount_type("/dev/shm/disk/x", MOUNTS) == "ext4"
+    assert scratch.mount_type("/dev/shmem", MOUNTS) == "ext4"  # a prefix of the name is not inside
+    assert scratch.mount_type("/run/with space/x", MOUNTS) == "tmpfs"
+
+
+@pytest.mark.parametrize(
+    "statvfs, mounts, expected",
+    [
+        (FakeStatvfs(8), MOUNTS, "/dev/shm"),
+        (FakeStatvfs(1), MOUNTS, None),  # too little room
+        (FakeStatvfs(8, noexec=True), MOUNTS, None),  # the tests run scripts they write
+        (FakeStatvfs(8), MOUNTS.replace("tmpfs /dev/shm tmpfs", "/dev/vdc /dev/shm ext4"), None),
+        (FakeStatvfs(8), "", None),  # no /proc/self/mounts
+    ],
+    ids=["tmpfs with room", "small", "noexec", "not tmpfs", "unknown"],
+)
+def test_the_run_uses_a_tmpfs_only_where_it_fits(statvfs, mounts, expected, tmp_path):
+    shm = tmp_path / "dev" / "shm"
+    shm.mkdir(parents=True)
+    mounts = mounts.replace(" /dev/shm ", f" {shm} ")
+    found = scratch.scratch_root({}, mounts, statvfs=lambda _path: statvfs, candidates=(str(shm),))
+    assert found == (str(shm) if expected else None)
+    assert scratch.scratch_root({scratch.VARIABLE: "/chosen"}, mounts, candidates=(str(shm),)) == "/chosen"
+
+
+def test_this_run_keeps_its_files_where_scratch_says():
+    """The run's TMPDIR (tmp_path, the bakes, the tools' temporary files) is a directory of
+    its own under the root support/scratch.py picks (the system's if none), open to every
+    user like /tmp."""
+    run_dir = Path(tempfile.gettempdir())
+    assert os.environ["TMPDIR"] == str(run_dir)
+    assert run_dir.name.startswith("template-tests-run-")
+    assert run_dir.stat().st_mode & 0o7777 == 0o1777
+    assert os.environ[scratch.VARIABLE] == str(run_dir)  # nested runs make theirs inside
+    if Path("/dev/shm").is_dir() and scratch.usable_tmpfs("/dev/shm", scratch.read_mounts()) is None:
+        assert scratch.mount_type(run_dir, scratch.read_mounts()) == "tmpfs"
