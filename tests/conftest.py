@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from binaryornot import check as binaryornot_check
 from kubernetes_validate import utils as kubernetes_validate_utils
 
 from support import jinja_memo, scratch
@@ -29,6 +30,9 @@ from support.tools import TOOLS  # noqa: F401  (the one place that says where th
 kubernetes_validate_utils.schema_contents = functools.lru_cache(maxsize=None)(kubernetes_validate_utils.schema_contents)
 # Jinja compiles each template source once per process, not once per bake (support/jinja_memo.py).
 jinja_memo.install()
+# cookiecutter asks binaryornot whether each template file is binary, every bake: the
+# answer is a pure function of the file's first bytes, so it is kept per distinct chunk.
+binaryornot_check.is_binary_string = functools.lru_cache(maxsize=4096)(binaryornot_check.is_binary_string)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = json.loads((ROOT / "cookiecutter.json").read_text(encoding="utf-8"))

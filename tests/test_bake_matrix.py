@@ -243,3 +243,23 @@ def test_the_memo_keeps_compile_errors_and_environment_settings_apart():
     trimmed = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     assert (plain, trimmed.from_string(source).render()) == ("\n  x", "  x")
     assert jinja2.Environment(variable_start_string="[[", variable_end_string="]]").from_string("[[ 1 ]]").render() == "1"
+
+
+def test_the_memo_keeps_each_files_own_name(tmp_path):
+    """cookiecutter reads the template from a new temporary copy each bake: the same source
+    under a new path is compiled once, and errors still name the path it was read from."""
+    import traceback
+
+    import jinja2
+
+    before = jinja_memo.compiled_count()
+    for copy in ("first-copy", "second-copy"):
+        folder = tmp_path / copy
+        folder.mkdir()
+        (folder / "values.yaml").write_text("a: {{ 1 // divisor }}\n")
+        template = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder))).get_template("values.yaml")
+        assert template.filename == str(folder / "values.yaml")
+        with pytest.raises(ZeroDivisionError) as error:
+            template.render(divisor=0)
+        assert f'File "{folder / "values.yaml"}", line 1' in "".join(traceback.format_tb(error.tb))
+    assert jinja_memo.compiled_count() - before == 1

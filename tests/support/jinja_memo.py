@@ -5,7 +5,7 @@ template, and every answer in cookiecutter.json, is parsed and compiled to Pytho
 about half the CPU of a bake in the test process, and the tests bake some 500 times a
 run. The compiled code depends only on the source, its name and filename, and the
 environment's syntax settings, extensions, filters and tests, so it is kept under
-exactly that key (once per digest of what the compilation reads, like the rest of the
+exactly that key (the filename only goes into the code objects, and is put there again) (once per digest of what the compilation reads, like the rest of the
 suite's caches). Rendering is untouched: each bake still runs the compiled code with its
 own answers, and the hooks run as cookiecutter runs them. test_bake_matrix compares the
 projects the tests bake with what the real `cookiecutter` command makes.
@@ -14,6 +14,7 @@ Only the test processes install this (conftest.py); cookiecutter itself is not c
 """
 
 import functools
+import types
 
 import jinja2
 
@@ -47,15 +48,26 @@ def _environment_key(env):
     )
 
 
+def _with_filename(code, filename):
+    """The code object as compiling it under this filename makes it: the name is in every
+    nested code object (tracebacks show it; Jinja's Template.filename is read from it)."""
+    consts = tuple(_with_filename(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
 @functools.wraps(_ORIGINAL)
 def _compile(self, source, name=None, filename=None, raw=False, defer_init=False):
     if not isinstance(source, str) or raw:
         return _ORIGINAL(self, source, name, filename, raw, defer_init)
-    key = (_environment_key(self), source, name, filename, defer_init)
+    # Not keyed by filename: the pre_prompt hook makes cookiecutter read the template from a
+    # new temporary copy each bake, so the same file comes with a new path every time.
+    key = (_environment_key(self), source, name, defer_init)
     code = _CODE.get(key)
     if code is None:
         # A syntax error raises here, as before, and nothing is kept.
         code = _CODE[key] = _ORIGINAL(self, source, name, filename, raw, defer_init)
+    if code.co_filename != (filename or "<template>"):
+        code = _with_filename(code, filename or "<template>")
     return code
 
 
