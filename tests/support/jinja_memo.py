@@ -3,10 +3,10 @@
 cookiecutter makes a new Jinja environment for every bake, so every file of the
 template, and every answer in cookiecutter.json, is parsed and compiled to Python again:
 about half the CPU of a bake in the test process, and the tests bake some 500 times a
-run. The compiled code depends only on the source, its name and filename, and the
-environment's syntax settings, extensions, filters and tests, so it is kept under
-exactly that key (the filename only goes into the code objects, and is put there again) (once per digest of what the compilation reads, like the rest of the
-suite's caches). Rendering is untouched: each bake still runs the compiled code with its
+run. The compiled code depends only on the source, its name, and the environment's
+syntax settings, extensions, filters and tests, so it is kept under exactly that key
+(once per digest of what the compilation reads, like the rest of the suite's caches);
+the filename goes only into the code objects, and each caller's is put back there. Rendering is untouched: each bake still runs the compiled code with its
 own answers, and the hooks run as cookiecutter runs them. test_bake_matrix compares the
 projects the tests bake with what the real `cookiecutter` command makes.
 
@@ -66,9 +66,8 @@ def _compile(self, source, name=None, filename=None, raw=False, defer_init=False
     if code is None:
         # A syntax error raises here, as before, and nothing is kept.
         code = _CODE[key] = _ORIGINAL(self, source, name, filename, raw, defer_init)
-    if code.co_filename != (filename or "<template>"):
-        code = _with_filename(code, filename or "<template>")
-    return code
+    filename = filename or "<template>"  # what Jinja names code without a file
+    return code if code.co_filename == filename else _with_filename(code, filename)
 
 
 def install():

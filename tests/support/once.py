@@ -66,9 +66,9 @@ def judge_once(directory, units, judge, who):
 
 def project_units(project, leave_out=("README.md",)):
     """A project's units: its k8s/ tree as a whole (kustomize reads it whole; of the secrets
-    files only their keys, Bakery.k8s_digest, which reads a bake's tree once per process), every other file on its own, and the
-    list of file names (a missing file is an input too). Files in leave_out are
-    documentation the checks never open."""
+    files only their keys: Bakery.k8s_digest, which reads a bake's tree once per process),
+    every other file on its own, and the list of file names (a missing file is an input
+    too). Files in leave_out are documentation the checks never open."""
     project = Path(project)
     units, names = {}, []
     for path in sorted(p for p in project.rglob("*") if p.is_file()):

@@ -35,9 +35,9 @@ def mount_type(path, mounts_text):
     return kind
 
 
-def usable_tmpfs(path, mounts_text, statvfs=os.statvfs, access=os.access):
+def usable_tmpfs(path, mounts_text, statvfs=os.statvfs):
     """A reason why path cannot hold the run's files, or None if it can."""
-    if not os.path.isdir(path) or not access(path, os.W_OK | os.X_OK):
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
         return f"{path} is not a directory this user can write"
     if mount_type(path, mounts_text) != "tmpfs":
         return f"{path} is not a tmpfs"
@@ -49,13 +49,13 @@ def usable_tmpfs(path, mounts_text, statvfs=os.statvfs, access=os.access):
     return None
 
 
-def scratch_root(environ, mounts_text, statvfs=os.statvfs, access=os.access, candidates=CANDIDATES):
+def scratch_root(environ, mounts_text, statvfs=os.statvfs, candidates=CANDIDATES):
     """The directory to make the run's temporary directory in, or None for the system's."""
     chosen = environ.get(VARIABLE, "").strip()
     if chosen:
         return chosen
     for candidate in candidates:
-        if usable_tmpfs(candidate, mounts_text, statvfs, access) is None:
+        if usable_tmpfs(candidate, mounts_text, statvfs) is None:
             return candidate
     return None
 
