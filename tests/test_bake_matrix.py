@@ -25,10 +25,52 @@ from support.bakery import hermetic_env
 # Jinja that survived rendering: an expression, a statement or a comment
 # (`${{ ... }}` is a GitHub Actions expression, meant to be there).
 UNRENDERED = re.compile(r"(?<!\$)\{\{|\{%|%\}|\{#|cookiecutter\.[a-z_]")
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML has it
 
 
 def project_files(project):
     return sorted(p for p in project.rglob("*") if p.is_file())
+
+
+_CLEAN_TEXTS = set()  # (name, digest) of the texts that passed file_is_clean in this process
+
+
+def file_is_clean(name, data):
+    """Asserts that a baked file's text is fully rendered, has no CR, and parses (YAML, Python).
+
+    A verdict on a name and its bytes: most files are the same in many combinations, so each
+    distinct text is judged once per process."""
+    key = (name, hashlib.sha256(data).digest())
+    if key in _CLEAN_TEXTS:
+        return
+    text = data.decode("utf-8")
+    assert not UNRENDERED.search(text), f"{name}: unrendered template text {UNRENDERED.search(text)[0]!r}"
+    assert "\r" not in text, f"{name}: CR line ending"
+    if name.endswith((".yaml", ".yml")):
+        assert list(yaml.load_all(text, Loader=SAFE_LOADER)), f"{name} is empty"
+    if name.endswith(".py"):
+        compile(text, name, "exec")
+    _CLEAN_TEXTS.add(key)
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("k8s/base/x.yaml", b"a: {{ cookiecutter.namespace }}\n", "unrendered template text"),
+        ("README.md", b"see {% raw %}\n", "unrendered template text"),
+        ("README.md", b"line one\r\nline two\n", "CR line ending"),
+        ("k8s/base/x.yaml", b"# only a comment\n", "is empty"),
+        ("k8s/base/x.yaml", b"a: [\n", ""),
+        ("hub_helpers.py", b"def f(:\n", ""),
+    ],
+)
+def test_file_is_clean_refuses_each_fault(name, data, message):
+    """The checks test_bakes_clean makes of every file fail on each fault, even after the
+    same name passed with another text (the memo is keyed by the bytes, not the name)."""
+    good = {"k8s/base/x.yaml": b"a: 1\n", "README.md": b"fine\n", "hub_helpers.py": b"x = 1\n"}[name]
+    file_is_clean(name, good)
+    with pytest.raises((AssertionError, yaml.YAMLError, SyntaxError), match=re.escape(message)):
+        file_is_clean(name, data)
 
 
 @pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
@@ -45,13 +87,7 @@ def test_bakes_clean(bake, combo):
     )
 
     for name, path in files.items():
-        text = path.read_text(encoding="utf-8")
-        assert not UNRENDERED.search(text), f"{name}: unrendered template text {UNRENDERED.search(text)[0]!r}"
-        assert "\r" not in text, f"{name}: CR line ending"
-        if name.endswith((".yaml", ".yml")):
-            assert list(yaml.safe_load_all(text)), f"{name} is empty"
-        if name.endswith(".py"):
-            compile(text, name, "exec")
+        file_is_clean(name, path.read_bytes())
 
     # Every overlay has the secrets file its kustomization reads, and only then:
     # with hub_secrets=existing-secret the Secret lives in the cluster, not here.
