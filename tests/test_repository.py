@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TEMPLATE, ci_is_on
-from support import scratch
+from support import rewrite_cache, scratch
+from support.tools import TOOLS
 
 
 def readme():
@@ -129,6 +130,23 @@ def test_outside_ci_a_skip_stays_a_skip(tmp_path):
     assert counts == {"passed": 1, "skipped": 4, "xfailed": 1}, result.stdout
     assert result.returncode == 0
     assert list((tmp_path / "scratch").iterdir()) == [], "a run that passed left its temporary files"
+
+
+def test_pytest_keeps_what_it_rewrites_in_the_tools_directory(tmp_path):
+    """Under PYTHONDONTWRITEBYTECODE=1, as on this machine, a pytest run still keeps the
+    modules it rewrote (support/rewrite_cache.py): under the tools' directory, not next to
+    the sources. Python's own imports keep the environment's rule."""
+    import hypothesis
+
+    result, _ = run_tiny_suite(tmp_path, None)
+    assert result.returncode == 0, result.stdout
+    assert not list(tmp_path.rglob("__pycache__")), "a __pycache__ next to the sources"
+    for source in (tmp_path / "test_skipping.py", Path(hypothesis.__file__)):
+        kept = list(rewrite_cache.cache_dir(source).glob(f"{source.stem}.*-pytest-*.pyc"))
+        assert kept, f"no rewritten {source.name} in {rewrite_cache.cache_dir(source)}"
+        assert Path(rewrite_cache.cache_dir(source)).is_relative_to(TOOLS / "pytest-rewrites")
+    assert sys.dont_write_bytecode == bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+    assert sys.pycache_prefix == (os.environ.get("PYTHONPYCACHEPREFIX") or None)
 
 
 @pytest.mark.parametrize("value", ["1", "true", "True", "yes", "on", "woodpecker"])
