@@ -1,10 +1,10 @@
 """checkov, a scanner this project did not write, over what the template generates.
 
 - Every distinct render of every overlay of the bake matrix (plus the extra cases
-  of the security and network tests) and every distinct Dockerfile, in a few checkov
-  runs (RENDERS_PER_RUN says why not one): no check fails but those the generated
-  repository's .checkov.yaml skips, and each of those skips is still needed (it fails
-  somewhere without it).
+  of the security and network tests) and every distinct Dockerfile, in one checkov run
+  (each distinct resource once; checkov_inputs says how): no check fails but those the
+  generated repository's .checkov.yaml skips, and each of those skips is still needed
+  (it fails somewhere without it).
 - checkov as a user runs it, in a baked project's root, where it reads .checkov.yaml:
   nothing fails; without the skip list, exactly the skipped checks fail.
 
@@ -13,6 +13,7 @@ networkx<2.7), installed by scripts/install-test-tools; it runs with
 --skip-download, so it needs no network.
 """
 
+import copy
 import hashlib
 import json
 import os
@@ -86,18 +87,157 @@ def test_every_skip_says_why():
         assert match.group(1) in text and len(text) > 80, f"{match.group(1)}: no reason given above it ({text!r})"
 
 
-# A render with a real fault, scanned along with the others: checkov must report it.
+# A resource with a real fault, scanned along with the others: checkov must report it.
 PLANTED_FAULTS = {
     "privileged.yaml": ("CKV_K8S_16", lambda pod: pod["spec"]["containers"][0]["securityContext"].update(privileged=True)),
     "no-memory-limit.yaml": ("CKV_K8S_13", lambda pod: pod["spec"]["containers"][0]["resources"].pop("limits")),
 }
 
+# How checkov's graph relates resources (checkov/kubernetes/graph_builder): a binding to the
+# role its roleRef names (by name and kind), a NetworkPolicy to the pods its podSelector's
+# labels select. It judges the pod template of each of these kinds as a Pod of its own
+# (SUPPORTED_POD_CONTAINERS_TYPES in checkov's kubernetes_utils).
+RELATED_BY_NAME = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+POD_OWNERS = {"Deployment", "DeploymentConfig", "DaemonSet", "Job", "ReplicaSet", "ReplicationController", "StatefulSet"}
+RELATED_BY_LABELS = {"Pod", "NetworkPolicy"} | POD_OWNERS
 
-# checkov builds one graph of every resource of a run, and its time grows faster than the
-# number of files (measured here: 10 renders 5 s, 30 renders 9 s, 62 renders 49 s). Runs of
-# at most this many renders keep it linear; a render is one overlay, so nothing that
-# belongs together is split, and resources of different renders are not mixed up.
-RENDERS_PER_RUN = 20
+
+def graph_checks():
+    """{check id: (the kinds it judges, the kinds it relates them to)}: checkov's Kubernetes
+    graph checks, read from checkov's own definitions. Every other check judges one resource
+    on its own."""
+    [directory] = CHECKOV_ENV.glob("lib/python*/site-packages/checkov/kubernetes/checks/graph_checks")
+    found = {}
+    for path in sorted(directory.glob("*.json")):
+        check = json.loads(path.read_text(encoding="utf-8"))
+        judged, related = set(), set()
+
+        def walk(node):
+            if isinstance(node, list):
+                for item in node:
+                    walk(item)
+            elif isinstance(node, dict):
+                if node.get("cond_type") == "filter" and node.get("attribute") in ("kind", "resource_type"):
+                    judged.update(node["value"])
+                if node.get("cond_type") == "connection":
+                    related.update(node.get("resource_types", []) + node.get("connected_resource_types", []))
+                for value in node.values():
+                    walk(value)
+
+        walk(check["definition"])
+        found[check["metadata"]["id"]] = (judged, related)
+    return found
+
+
+def kept_apart(objects, suffix):
+    """The related resources of one render, made unrelated to any other render's: a suffix
+    of their own on each name and roleRef, and on each label value that relates a pod to a
+    NetworkPolicy. Resources that matched still match; nothing else is changed."""
+    objects = copy.deepcopy(objects)
+
+    def relabel(labels):
+        return {key: f"{value}-{suffix}" for key, value in (labels or {}).items()}
+
+    for obj in objects:
+        obj["metadata"]["name"] += f"-{suffix}"
+        if "roleRef" in obj:
+            obj["roleRef"]["name"] += f"-{suffix}"
+        spec = obj.get("spec") or {}
+        if obj["kind"] in POD_OWNERS:
+            spec["template"]["metadata"]["labels"] = relabel(spec["template"]["metadata"].get("labels"))
+            spec["selector"]["matchLabels"] = relabel(spec["selector"].get("matchLabels"))
+        if obj["kind"] == "Pod":
+            obj["metadata"]["labels"] = relabel(obj["metadata"].get("labels"))
+        if obj["kind"] == "NetworkPolicy":
+            selector = spec.get("podSelector") or {}
+            # A policy for every pod would relate to every render's pods, whatever their labels.
+            assert selector.get("matchLabels") and not selector.get("matchExpressions"), (
+                f"NetworkPolicy {obj['metadata']['name']} selects by {selector}: scan whole renders again"
+            )
+            selector["matchLabels"] = relabel(selector["matchLabels"])
+    return objects
+
+
+def checkov_inputs(renders, checks):
+    """The files to scan for a set of renders (digest -> list of resources), as {path: text}.
+
+    checkov builds one graph of all the resources of a run and relates each to each, by
+    name and by labels: whole renders side by side relate to each other (the same names
+    and labels), and its time grows with the square of their number (62 renders: 71 s).
+    Most of its checks judge one resource alone. So each distinct resource is written once,
+    in a file of its own, under resources/, but those a graph check relates: per render,
+    the set of them, each distinct set once, under related/, kept apart from the other
+    sets (kept_apart). Adding a choice adds only the resources and sets it changes.
+    """
+    files, sets = {}, {}
+    for digest, objects in sorted(renders.items()):
+        present = {obj["kind"] for obj in objects}
+        if present & POD_OWNERS:
+            present.add("Pod")
+        kinds = set()
+        for judged, related in checks.values():
+            if judged & present:
+                kinds |= judged | related
+        unknown = (kinds & present) - RELATED_BY_NAME - RELATED_BY_LABELS
+        assert not unknown, f"render {digest}: checkov's graph checks relate {sorted(unknown)} in ways kept_apart does not know"
+        together = [obj for obj in objects if obj["kind"] in kinds]
+        for obj in objects:
+            if obj["kind"] not in kinds:
+                text = yaml.safe_dump(obj, sort_keys=True)
+                files[f"resources/{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"] = text
+        if together:
+            text = yaml.safe_dump_all(sorted(together, key=lambda o: (o["kind"], o["metadata"]["name"])), sort_keys=True)
+            sets.setdefault(hashlib.sha256(text.encode()).hexdigest()[:16], together)
+    for digest, together in sets.items():
+        files[f"related/{digest}.yaml"] = yaml.safe_dump_all(kept_apart(together, digest), sort_keys=True)
+    return files
+
+
+def test_graph_checks_are_read_from_checkov(checkov):
+    """The reading of checkov's graph checks that checkov_inputs relies on."""
+    checks = graph_checks()
+    assert checks["CKV2_K8S_1"] == ({"ClusterRoleBinding", "RoleBinding"}, {"ClusterRoleBinding", "RoleBinding", "ClusterRole", "Role"})
+    assert checks["CKV2_K8S_6"][0] == {"Pod"}, checks["CKV2_K8S_6"]
+
+
+def test_checkov_inputs_keep_related_resources_together_and_apart(checkov):
+    """Two renders whose Role differs: each binding is scanned with its own Role, each
+    policy with its own pods, under names and labels no other set has; a resource both
+    renders share is written once; a policy for every pod is refused."""
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "hub"}, "rules": []}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "hub"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
+        "subjects": [{"kind": "ServiceAccount", "name": "hub"}],
+    }  # fmt: skip
+    labels = {"app.kubernetes.io/component": "hub"}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hub"},
+        "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {}}},
+    }  # fmt: skip
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "hub"},
+              "spec": {"podSelector": {"matchLabels": labels}}}  # fmt: skip
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "hub"}}
+    wide = dict(role, rules=[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}])
+    renders = {"a": [account, role, binding, deployment, policy], "b": [account, wide, binding, deployment, policy]}
+    files = checkov_inputs(renders, graph_checks())
+    assert sum(path.startswith("resources/") for path in files) == 1  # the ServiceAccount
+    related = [list(yaml.safe_load_all(text)) for path, text in files.items() if path.startswith("related/")]
+    assert len(related) == 2
+    seen_names, seen_labels = set(), set()
+    for objects in related:
+        by_kind = {obj["kind"]: obj for obj in objects}
+        assert set(by_kind) == {"Role", "RoleBinding", "Deployment", "NetworkPolicy"}
+        assert by_kind["RoleBinding"]["roleRef"]["name"] == by_kind["Role"]["metadata"]["name"]
+        pod_labels = by_kind["Deployment"]["spec"]["template"]["metadata"]["labels"]
+        assert by_kind["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"] == pod_labels != labels
+        seen_names.add(by_kind["Role"]["metadata"]["name"])
+        seen_labels.add(json.dumps(pod_labels))
+    assert len(seen_names) == len(seen_labels) == 2, (seen_names, seen_labels)
+    assert renders["a"][3]["spec"]["template"]["metadata"]["labels"] == labels, "the renders themselves are unchanged"
+    everyone = dict(policy, spec={"podSelector": {}})
+    with pytest.raises(AssertionError, match="scan whole renders again"):
+        checkov_inputs({"c": [deployment, everyone]}, graph_checks())
 
 
 def test_checkov_fails_nothing_beyond_the_skip_list_on_any_render_or_dockerfile(checkov, bakery, tmp_path):  # noqa: F811
@@ -106,50 +246,63 @@ def test_checkov_fails_nothing_beyond_the_skip_list_on_any_render_or_dockerfile(
         project = bakery.project(case)
         for overlay in OVERLAYS:
             key = bakery.render_key(project, overlay)
-            if key in seen:  # the same k8s/ tree: the same render, written out already
+            if key in seen:  # the same k8s/ tree: the same render, read already
                 continue
             seen.add(key)
-            text = yaml.safe_dump_all(bakery.render(project, overlay), sort_keys=True)
-            renders.setdefault(hashlib.sha256(text.encode()).hexdigest()[:16], text)
+            objects = bakery.render(project, overlay)
+            renders.setdefault(hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()[:16], objects)
         dockerfile = (project / "Dockerfile").read_text(encoding="utf-8")
         dockerfiles.setdefault(hashlib.sha256(dockerfile.encode()).hexdigest()[:16], dockerfile)
-    runs = -(-len(renders) // RENDERS_PER_RUN)
-    scans = [tmp_path / f"scan{i}" for i in range(runs)]
-    for i, (digest, text) in enumerate(sorted(renders.items())):
-        (scans[i % runs] / "renders").mkdir(parents=True, exist_ok=True)
-        (scans[i % runs] / "renders" / f"{digest}.yaml").write_text(text, encoding="utf-8")
+    scan = tmp_path / "scan"
+    files = checkov_inputs(renders, graph_checks())
     for digest, text in dockerfiles.items():
-        (scans[0] / "dockerfiles" / digest).mkdir(parents=True)
-        (scans[0] / "dockerfiles" / digest / "Dockerfile").write_text(text, encoding="utf-8")
-    (scans[-1] / "planted").mkdir()
-    sample = list(yaml.safe_load_all(next(iter(renders.values()))))
+        files[f"dockerfiles/{digest}/Dockerfile"] = text
+    sample = next(iter(renders.values()))
     for name, (_, plant) in PLANTED_FAULTS.items():
-        docs = yaml.safe_load_all(yaml.safe_dump_all(sample))
-        docs = [d for d in docs if d]
-        plant(next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"])
-        (scans[-1] / "planted" / name).write_text(yaml.safe_dump_all(docs), encoding="utf-8")
-    print(f"\ncheckov over {len(renders)} distinct renders and {len(dockerfiles)} distinct Dockerfiles, in {runs} runs")
+        deployment = copy.deepcopy(next(obj for obj in sample if obj["kind"] == "Deployment"))
+        plant(deployment["spec"]["template"])
+        files[f"planted/{name}"] = yaml.safe_dump(deployment, sort_keys=True)
+    # The graph checks too, through kept_apart: a render's related set without its
+    # NetworkPolicies, and one whose Role lets the hub exec into pods (as its only rule:
+    # checkov reads `rules.resources` of a one-rule Role only).
+    related = [obj for obj in sample if obj["kind"] in RELATED_BY_NAME | POD_OWNERS]
+    files["planted/unfenced.yaml"] = yaml.safe_dump_all(kept_apart(related, "unfenced"), sort_keys=True)
+    exec_role = copy.deepcopy([obj for obj in sample if obj["kind"] in RELATED_BY_NAME])
+    next(obj for obj in exec_role if obj["kind"] == "Role")["rules"] = [
+        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}
+    ]
+    files["planted/exec.yaml"] = yaml.safe_dump_all(kept_apart(exec_role, "exec"), sort_keys=True)
+    for path, text in files.items():
+        (scan / path).parent.mkdir(parents=True, exist_ok=True)
+        (scan / path).write_text(text, encoding="utf-8")
+    print(f"\ncheckov over {len(renders)} distinct renders ({sum(not p.startswith(('dockerfiles/', 'planted/')) for p in files)} files)"
+          f" and {len(dockerfiles)} distinct Dockerfiles")  # fmt: skip
 
-    failed, files = set(), set()
-    for scan in scans:
-        result = run_checkov(
-            checkov, "--directory", str(scan), "--framework", "kubernetes", "dockerfile",
-            "--skip-download", "--compact", "--output", "json", cwd=tmp_path,
-        )  # fmt: skip
-        assert result.returncode in (0, 1), result.stderr[-3000:]
-        run_failed, run_files = failures_and_files(result.stdout)
-        failed |= run_failed
-        files |= run_files
+    result = run_checkov(
+        checkov, "--directory", str(scan), "--framework", "kubernetes", "dockerfile",
+        "--skip-download", "--compact", "--output", "json", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    failed, judged = failures_and_files(result.stdout)
 
-    expected_files = {f"/renders/{d}.yaml" for d in renders} | {f"/dockerfiles/{d}/Dockerfile" for d in dockerfiles}
-    assert expected_files <= files, f"checkov did not judge {sorted(expected_files - files)}"
-    for name, (check_id, _) in PLANTED_FAULTS.items():
+    # Every file was judged, but those of the kinds checkov has no check for (NetworkPolicy,
+    # PersistentVolumeClaim): a kind judged in one file must be judged in all.
+    kinds = {path: {obj["kind"] for obj in yaml.safe_load_all(text) if obj} for path, text in files.items() if path.endswith(".yaml")}
+    judged_kinds = set().union(*(kinds[path.lstrip("/")] for path in judged if path.lstrip("/") in kinds))
+    assert {"Deployment", "Service", "Ingress", "Secret", "Role", "RoleBinding"} <= judged_kinds, judged_kinds
+    expected_files = {f"/{path}" for path in files if path not in kinds or kinds[path] & judged_kinds}
+    assert expected_files <= judged, f"checkov did not judge {sorted(expected_files - judged)}"
+    planted = {name: check_id for name, (check_id, _) in PLANTED_FAULTS.items()}
+    planted.update({"unfenced.yaml": "CKV2_K8S_6", "exec.yaml": "CKV2_K8S_2"})
+    for name, check_id in planted.items():
         assert (check_id, f"/planted/{name}") in failed, f"checkov missed the planted fault {check_id} in {name}"
 
     skips = skip_list()
     real = {(check, path) for check, path in failed if not path.startswith("/planted/")}
     unexpected = sorted((check, path) for check, path in real if check not in skips)
-    assert not unexpected, "checkov fails checks that .checkov.yaml does not skip:\n" + "\n".join(map(str, unexpected))
+    assert not unexpected, "checkov fails checks that .checkov.yaml does not skip:\n" + "\n".join(
+        f"{check} on {path}:\n{(scan / path.lstrip('/')).read_text(encoding='utf-8')[:2000]}" for check, path in unexpected[:5]
+    )
     stale = skips - {check for check, _ in real}
     assert not stale, f".checkov.yaml skips {sorted(stale)}, which fail nowhere: drop them"
 
