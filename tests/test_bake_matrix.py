@@ -69,7 +69,7 @@ def test_file_is_clean_refuses_each_fault(name, data, message):
     same name passed with another text (the memo is keyed by the bytes, not the name)."""
     good = {"k8s/base/x.yaml": b"a: 1\n", "README.md": b"fine\n", "hub_helpers.py": b"x = 1\n"}[name]
     file_is_clean(name, good)
-    with pytest.raises((AssertionError, yaml.YAMLError, SyntaxError), match=re.escape(message)):
+    with pytest.raises((AssertionError, yaml.YAMLError, SyntaxError), match=re.escape(message) if message else None):
         file_is_clean(name, data)
 
 

@@ -5,7 +5,9 @@ would leave people's command lines doing nothing. For each documented name, one 
 `cookiecutter --no-input <template> name=value` must generate a project that differs
 from the same run without it. The runs call cookiecutter's command line in this process
 (conftest.run_cookiecutter_in_process): the same argument parsing as the executable,
-without a Python start and an import of cookiecutter for each of some 40 runs.
+without a Python start and an import of cookiecutter for each of some 40 runs. Every run
+must succeed, so its hooks run in this process too (support/hook_runner.py), as the
+bakery's do.
 """
 
 import hashlib
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TEMPLATE, run_cookiecutter_in_process
+from support import hook_runner
 from support.bakery import hermetic_env
 
 # A valid value other than the default for each variable that is not a choice, and the
@@ -73,7 +76,8 @@ def bake(settings, capfd):
     env = hermetic_env(out)  # TMPDIR too: what cookiecutter leaves behind goes with out
     env.update(HOME=str(out / "home"))
     args = [f"{k}={v}" for k, v in settings.items()]
-    result = run_cookiecutter_in_process("-o", str(out / "o"), *args, cwd=out, env=env, capfd=capfd)
+    with hook_runner.in_process_hooks():
+        result = run_cookiecutter_in_process("-o", str(out / "o"), *args, cwd=out, env=env, capfd=capfd)
     assert result.returncode == 0, f"{args}: {result.stderr}"
     tree = {
         str(p.relative_to(out / "o")): hashlib.sha256(p.read_bytes()).hexdigest()
