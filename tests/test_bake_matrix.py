@@ -19,13 +19,12 @@ from conftest import (
     needs_secrets,
     run_cookiecutter,
 )
-from support import hook_runner, jinja_memo
+from support import fast_yaml, hook_runner, jinja_memo
 from support.bakery import hermetic_env
 
 # Jinja that survived rendering: an expression, a statement or a comment
 # (`${{ ... }}` is a GitHub Actions expression, meant to be there).
 UNRENDERED = re.compile(r"(?<!\$)\{\{|\{%|%\}|\{#|cookiecutter\.[a-z_]")
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML has it
 
 
 def project_files(project):
@@ -47,7 +46,7 @@ def file_is_clean(name, data):
     assert not UNRENDERED.search(text), f"{name}: unrendered template text {UNRENDERED.search(text)[0]!r}"
     assert "\r" not in text, f"{name}: CR line ending"
     if name.endswith((".yaml", ".yml")):
-        assert list(yaml.load_all(text, Loader=SAFE_LOADER)), f"{name} is empty"
+        assert list(fast_yaml.load_all(text)), f"{name} is empty"
     if name.endswith(".py"):
         compile(text, name, "exec")
     _CLEAN_TEXTS.add(key)
@@ -94,7 +93,7 @@ def test_bakes_clean(bake, combo):
     from_files = needs_secrets(combo["authenticator"]) and combo["hub_secrets"] == "env-file"
     for overlay in OVERLAYS:
         secrets = project / "k8s" / "overlays" / overlay / "hub-secrets.env"
-        kustomization = yaml.safe_load((project / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text())
+        kustomization = fast_yaml.load((project / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text())
         assert secrets.exists() == from_files
         assert ("secretGenerator" in kustomization) == from_files
     assert (project / "scripts" / "init-secrets").exists() == from_files

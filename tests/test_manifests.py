@@ -6,9 +6,9 @@ import json
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from conftest import MATRIX, OVERLAYS, combo_id, kustomize
+from support import fast_yaml
 from support.bakery import session_bakery
 
 # The Kubernetes versions the generated manifests are validated against: the
@@ -78,7 +78,7 @@ def check_overlay(project, overlay, context):
 
 def baked_context(project):
     """The answers the project was baked with, as cookiecutter recorded them."""
-    skaffold = yaml.safe_load((project / "skaffold.yaml").read_text())
+    skaffold = fast_yaml.load((project / "skaffold.yaml").read_text())
     artifact = skaffold["build"]["artifacts"][0]["image"]
     registry, image_name = artifact.split("/", 1) if "/" in artifact else (artifact, "")
     return registry, image_name

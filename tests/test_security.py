@@ -28,9 +28,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-import yaml
 
 from conftest import MATRIX, OVERLAYS, ROOT, TEMPLATE, combo_id, need_tool
+from support import fast_yaml
 from support.envfile import env_file
 from support.labels import selects
 from support.netpol import (
@@ -476,7 +476,7 @@ def test_secrets_come_from_git_ignored_files(bakery, case):
     example = repo / "hub-secrets.env.example"
     for overlay in OVERLAYS:
         directory = Path("k8s/overlays") / overlay
-        kustomization = yaml.safe_load((repo / directory / "kustomization.yaml").read_text(encoding="utf-8"))
+        kustomization = fast_yaml.load((repo / directory / "kustomization.yaml").read_text(encoding="utf-8"))
         sources = secret_sources(kustomization)
         docs = bakery.render(project, overlay)
         secrets = [d for d in docs if d["kind"] == "Secret"]
@@ -515,7 +515,7 @@ def test_secrets_come_from_git_ignored_files(bakery, case):
         assert needed <= set(env_file(example)), "the example does not list every secret the hub needs"
     else:
         assert not example.exists(), "an example secrets file for an authenticator that needs no secrets"
-    skaffold = yaml.safe_load((repo / "skaffold.yaml").read_text(encoding="utf-8"))
+    skaffold = fast_yaml.load((repo / "skaffold.yaml").read_text(encoding="utf-8"))
     docker_config = ((skaffold["build"].get("cluster") or {}).get("dockerConfig") or {}).get("path")
     if docker_config:
         assert docker_config.startswith(("~", "/")) or is_ignored(repo, docker_config), (

@@ -12,9 +12,9 @@ import re
 
 import jsonschema
 import pytest
-import yaml
 
 from conftest import MATRIX, ROOT, combo_id
+from support import fast_yaml
 from support.skaffold_schema import SCHEMA_PATH, URL_BASE_VARIABLE, SchemaUnavailable, find_schema, load_schema
 
 # The newest Skaffold config version (Skaffold 2.19.0 and later, April 2026).
@@ -102,7 +102,7 @@ def schema_problems(config, version):
 
 
 def load(project):
-    return yaml.safe_load((project / "skaffold.yaml").read_text())
+    return fast_yaml.load((project / "skaffold.yaml").read_text())
 
 
 @pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
@@ -145,7 +145,7 @@ def test_skaffold_yaml_is_valid_and_consistent(bake, combo):
         overlay = project / path
         assert (overlay / "kustomization.yaml").is_file(), path
         tag = effective_tag_template(config, profile)
-        images = yaml.safe_load((overlay / "kustomization.yaml").read_text())["images"]
+        images = fast_yaml.load((overlay / "kustomization.yaml").read_text())["images"]
         assert images == [{"name": "jupyterhub-hub", "newName": artifact["image"], "newTag": tag}]
     # Without a profile, Skaffold deploys the development overlay with its tag.
     assert config["manifests"]["kustomize"]["paths"] == ["k8s/overlays/development"]

@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from support import fast_yaml
 from support.envfile import env_file
 from support.hook_runner import in_process_hooks
 
@@ -106,8 +107,7 @@ def k8s_digest(project, exact=False):
 
 def kubectl_kustomize(project, overlay):
     """`kubectl kustomize` of an overlay, as a list of objects."""
-    import yaml
-
+    
     from conftest import need_tool
 
     out = subprocess.run(
@@ -117,9 +117,7 @@ def kubectl_kustomize(project, overlay):
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    # The C parser where PyYAML has it (its wheels do): the same objects, a tenth of the time.
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return [doc for doc in yaml.load_all(out.stdout, Loader=loader) if doc]  # noqa: S506 (a safe loader)
+    return [doc for doc in fast_yaml.load_all(out.stdout) if doc]
 
 
 class Bakery:

@@ -8,6 +8,8 @@ import re
 
 import yaml
 
+from support import fast_yaml
+
 SECRET_NAME = (
     r"[A-Za-z0-9_.-]*(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
     r"|credentials?|[_.-]key|^key)[A-Za-z0-9_.-]*"
@@ -77,7 +79,7 @@ def yaml_documents(text):
     if "apiVersion:" not in text and "kind:" not in text:
         return []
     try:
-        return [d for d in yaml.safe_load_all(text) if d]
+        return [d for d in fast_yaml.load_all(text) if d]
     except yaml.YAMLError:
         return []
 
