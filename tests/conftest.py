@@ -8,6 +8,7 @@ there means a check did not run. Outside CI, tests skip with their reason.
 
 import atexit
 import functools
+import gc
 import itertools
 import json
 import os
@@ -106,6 +107,16 @@ def pytest_collection_modifyitems(items):
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep their order
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """The modules and the ten thousand collected items live as long as the run: moved
+    out of the cyclic garbage collector's sight, they are not walked again at every
+    collection of the oldest generation (measured: 9% of the CPU of the security and
+    network tests, a third of it with this)."""
+    gc.collect()
+    gc.freeze()
 
 
 # --- One directory of bakes and renders per run, shared by the xdist workers ---------

@@ -149,6 +149,13 @@ def test_pytest_keeps_what_it_rewrites_in_the_tools_directory(tmp_path):
     assert sys.pycache_prefix == (os.environ.get("PYTHONPYCACHEPREFIX") or None)
 
 
+def test_what_collection_made_is_out_of_the_garbage_collectors_sight():
+    """conftest.py freezes the objects alive after collection (the modules, the items)."""
+    import gc
+
+    assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()
+
+
 @pytest.mark.parametrize("value", ["1", "true", "True", "yes", "on", "woodpecker"])
 def test_truthy_ci_values(value):
     assert ci_is_on({"CI": value})
