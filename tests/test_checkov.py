@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from conftest import OVERLAYS, ROOT, need_tool
+from support import fast_yaml
 from test_network_policies import OAUTH_CASES
 from support.tools import CHECKOV as CHECKOV_ENV
 from test_security import CASES
@@ -287,7 +288,7 @@ def test_checkov_fails_nothing_beyond_the_skip_list_on_any_render_or_dockerfile(
 
     # Every file was judged, but those of the kinds checkov has no check for (NetworkPolicy,
     # PersistentVolumeClaim): a kind judged in one file must be judged in all.
-    kinds = {path: {obj["kind"] for obj in yaml.safe_load_all(text) if obj} for path, text in files.items() if path.endswith(".yaml")}
+    kinds = {path: {obj["kind"] for obj in fast_yaml.load_all(text) if obj} for path, text in files.items() if path.endswith(".yaml")}
     judged_kinds = set().union(*(kinds[path.lstrip("/")] for path in judged if path.lstrip("/") in kinds))
     assert {"Deployment", "Service", "Ingress", "Secret", "Role", "RoleBinding"} <= judged_kinds, judged_kinds
     expected_files = {f"/{path}" for path in files if path not in kinds or kinds[path] & judged_kinds}

@@ -107,7 +107,6 @@ def k8s_digest(project, exact=False):
 
 def kubectl_kustomize(project, overlay):
     """`kubectl kustomize` of an overlay, as a list of objects."""
-    
     from conftest import need_tool
 
     out = subprocess.run(

@@ -6,9 +6,10 @@ about half the CPU of a bake in the test process, and the tests bake some 500 ti
 run. The compiled code depends only on the source, its name, and the environment's
 syntax settings, extensions, filters and tests, so it is kept under exactly that key
 (once per digest of what the compilation reads, like the rest of the suite's caches);
-the filename goes only into the code objects, and each caller's is put back there. Rendering is untouched: each bake still runs the compiled code with its
-own answers, and the hooks run as cookiecutter runs them. test_bake_matrix compares the
-projects the tests bake with what the real `cookiecutter` command makes.
+the filename goes only into the code objects, and each caller's is put back there.
+Rendering is untouched: each bake still runs the compiled code with its own answers, and
+the hooks run as cookiecutter runs them. test_bake_matrix compares the projects the
+tests bake with what the real `cookiecutter` command makes.
 
 Only the test processes install this (conftest.py); cookiecutter itself is not changed.
 """
