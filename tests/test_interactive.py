@@ -19,6 +19,7 @@ import pexpect
 import pytest
 
 from conftest import ROOT, TEMPLATE, clean_template
+from support.reading import reading_stdin, signal_state, wait_until_reading_stdin
 
 COOKIECUTTER = str(Path(sys.executable).parent / "cookiecutter")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -255,10 +256,16 @@ def test_ctrl_c_at_a_question_leaves_nothing(tmp_path, at):
     term = Terminal(tmp_path)
     while question := term.question():
         if name_of(question[2]) == at:
+            # As a person would: once cookiecutter waits for the answer (support/reading.py
+            # says why typing ^C the instant the prompt appears can be lost).
+            wait_until_reading_stdin(term.child.pid)
             term.child.sendintr()
             break
         term.answer()
-    term.child.expect(pexpect.EOF)
+    try:
+        term.child.expect(pexpect.EOF)
+    except pexpect.TIMEOUT:
+        raise AssertionError(f"cookiecutter went on after ^C: {signal_state(term.child.pid)}") from None
     term.transcript += term.child.before
     term.child.close()
     text = term.text()
@@ -269,3 +276,20 @@ def test_ctrl_c_at_a_question_leaves_nothing(tmp_path, at):
     assert [p.name for p in term.home.iterdir()] == [".cookiecutterrc"]
     # What cookiecutter itself leaves behind, as the README says: its copy of the template.
     assert all(p.name.startswith("cookiecutter") for p in (term.home.parent / "tmp").iterdir())
+
+
+def test_reading_stdin_tells_a_wait_for_input_from_work():
+    """The helper the Ctrl-C test waits with: true in read(0), false while computing."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.PIPE)
+    waiting = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+    try:
+        wait_until_reading_stdin(waiting.pid, timeout=30)
+        assert reading_stdin(waiting.pid)
+        assert not any(reading_stdin(busy.pid) for _ in range(20))
+        with pytest.raises(AssertionError, match="did not wait in read"):
+            wait_until_reading_stdin(busy.pid, timeout=0.5)
+    finally:
+        busy.kill()
+        waiting.kill()
+        busy.wait()
+        waiting.wait()
