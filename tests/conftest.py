@@ -140,6 +140,21 @@ def use_run_tmpdir(config):
     config.stash[RUN_TMPDIR] = run_dir
 
 
+def use_own_cookiecutter_config():
+    """A cookiecutter config of this process's own for every run it starts: cookiecutter
+    writes each run's answers to its replay_dir (~/.cookiecutter_replay/<template dir>.json
+    by default), and the tests' templates are all called `template`. Without this the suite
+    overwrote a file in the developer's home, a ~/.cookiecutterrc's default_context changed
+    what the tests baked, and two workers' runs replaced each other's replay file between
+    cookiecutter writing it and the pre_gen hook naming it."""
+    own = Path(tempfile.mkdtemp(prefix="cookiecutter-config-"))
+    config_file = own / "cookiecutterrc.yaml"
+    config_file.write_text(
+        f"default_context: {{}}\nreplay_dir: '{own / 'replay'}'\ncookiecutters_dir: '{own / 'cookiecutters'}'\n"
+    )
+    os.environ["COOKIECUTTER_CONFIG"] = str(config_file)
+
+
 def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
         # hypothesis's summary imports hypothesis here at the end anyway; imported now, it is
@@ -150,6 +165,7 @@ def pytest_configure(config):
         shared = tempfile.mkdtemp(prefix="template-tests-")
         os.environ[SHARED_VARIABLE] = shared  # the workers inherit it
         config.add_cleanup(lambda: shutil.rmtree(shared, ignore_errors=True))
+    use_own_cookiecutter_config()  # in the run's TMPDIR, which the workers inherited
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -112,3 +112,35 @@ def test_every_documented_name_changes_the_output(capfd):
         if trees[tuple(sorted(base.items()))] == trees[tuple(sorted(probed.items()))]
     ]
     assert not unchanged, f"these names change nothing on the command line: {unchanged}"
+
+
+def test_runs_keep_their_answers_out_of_the_home(tmp_path, capfd):
+    """cookiecutter saves every run's answers in its replay_dir, ~/.cookiecutter_replay by
+    default, under the template directory's name (`template` in every test). conftest gives
+    each test process a cookiecutter config of its own, so neither a run in this process
+    nor a `cookiecutter` process started with the suite's environment writes to the home."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(hermetic_env(tmp_path), HOME=str(home))
+    replay = Path(yaml.safe_load(Path(os.environ["COOKIECUTTER_CONFIG"]).read_text())["replay_dir"])
+    assert not replay.is_relative_to(Path.home()), replay
+
+    result = run_cookiecutter_in_process("-o", str(tmp_path / "in-process"), cwd=tmp_path, env=env, capfd=capfd)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((replay / "template.json").read_text())["cookiecutter"]["_output_dir"] == str(tmp_path / "in-process")
+
+    cookiecutter = Path(sys.executable).parent / "cookiecutter"
+    template = json.loads((replay / "template.json").read_text())["cookiecutter"]["_template"]
+    result = subprocess.run(
+        [cookiecutter, "--no-input", template, "-o", tmp_path / "process"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((replay / "template.json").read_text())["cookiecutter"]["_output_dir"] == str(tmp_path / "process")
+    assert list(home.iterdir()) == []
