@@ -149,8 +149,9 @@ def use_own_cookiecutter_config():
     cookiecutter writing it and the pre_gen hook naming it."""
     own = Path(tempfile.mkdtemp(prefix="cookiecutter-config-"))
     config_file = own / "cookiecutterrc.yaml"
+    # JSON is YAML, the format cookiecutter reads, and quotes any path safely.
     config_file.write_text(
-        f"default_context: {{}}\nreplay_dir: '{own / 'replay'}'\ncookiecutters_dir: '{own / 'cookiecutters'}'\n"
+        json.dumps({"default_context": {}, "replay_dir": str(own / "replay"), "cookiecutters_dir": str(own / "cookiecutters")})
     )
     os.environ["COOKIECUTTER_CONFIG"] = str(config_file)
 

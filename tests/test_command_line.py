@@ -11,14 +11,17 @@ bakery's do.
 """
 
 import hashlib
+import json
+import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import ROOT, TEMPLATE, run_cookiecutter_in_process
+from conftest import ROOT, TEMPLATE, run_cookiecutter, run_cookiecutter_in_process
 from support import hook_runner
 from support.bakery import hermetic_env
 
@@ -119,13 +122,6 @@ def test_runs_keep_their_answers_out_of_the_home(tmp_path, capfd):
     default, under the template directory's name (`template` in every test). conftest gives
     each test process a cookiecutter config of its own, so neither a run in this process
     nor a `cookiecutter` process started with the suite's environment writes to the home."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    import yaml
-
     home = tmp_path / "home"
     home.mkdir()
     env = dict(hermetic_env(tmp_path), HOME=str(home))
@@ -136,11 +132,7 @@ def test_runs_keep_their_answers_out_of_the_home(tmp_path, capfd):
     assert result.returncode == 0, result.stderr
     assert json.loads((replay / "template.json").read_text())["cookiecutter"]["_output_dir"] == str(tmp_path / "in-process")
 
-    cookiecutter = Path(sys.executable).parent / "cookiecutter"
-    template = json.loads((replay / "template.json").read_text())["cookiecutter"]["_template"]
-    result = subprocess.run(
-        [cookiecutter, "--no-input", template, "-o", tmp_path / "process"], env=env, capture_output=True, text=True, timeout=120
-    )
+    result = run_cookiecutter("-o", str(tmp_path / "process"), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads((replay / "template.json").read_text())["cookiecutter"]["_output_dir"] == str(tmp_path / "process")
     assert list(home.iterdir()) == []

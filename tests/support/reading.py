@@ -16,12 +16,22 @@ import time
 
 
 def _syscall(pid):
-    """(number, first argument) of the system call pid is blocked in, or None if running."""
+    """(number, first argument) of the system call pid is in, or None while it runs."""
     with open(f"/proc/{pid}/syscall") as f:
         fields = f.read().split()
     if not fields or fields[0] == "running" or len(fields) < 2:
         return None
     return int(fields[0]), int(fields[1], 16)
+
+
+def _wait_for(condition, timeout, failure):
+    """condition()'s first true value, polled every 10 ms; AssertionError(failure()) after timeout."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(failure())
+        time.sleep(0.01)
+    return value
 
 
 @functools.cache
@@ -34,15 +44,14 @@ def read_syscall_number():
     )
     try:
         assert probe.stdout.readline() == b"ready\n"
-        deadline = time.monotonic() + 60
-        seen = None
-        while time.monotonic() < deadline:
-            seen = _syscall(probe.pid)
-            # Past the write and the flush the probe has only the read left to enter.
-            if seen is not None and seen[1] == 0:
-                return seen[0]
-            time.sleep(0.01)
-        raise AssertionError(f"the probe never blocked in read(0): last seen {seen}")
+
+        def in_read_of_fd_0():
+            # Past the write and the flush the probe has only the read of fd 0 left to enter.
+            call = _syscall(probe.pid)
+            return call if call is not None and call[1] == 0 else None
+
+        number, _ = _wait_for(in_read_of_fd_0, 60, lambda: f"the probe never blocked in read(0): last seen {_syscall(probe.pid)}")
+        return number
     finally:
         probe.stdin.close()
         probe.wait(timeout=30)
@@ -55,13 +64,13 @@ def reading_stdin(pid):
 
 def wait_until_reading_stdin(pid, timeout=60.0):
     """Return once pid waits in read() on its standard input; AssertionError after timeout."""
-    deadline = time.monotonic() + timeout
-    while not reading_stdin(pid):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} did not wait in read() on its standard input within {timeout} s")
+
+    def reading():
         if not os.path.exists(f"/proc/{pid}"):
             raise AssertionError(f"process {pid} ended before it read its standard input")
-        time.sleep(0.01)
+        return reading_stdin(pid)
+
+    _wait_for(reading, timeout, lambda: f"process {pid} did not wait in read() on its standard input within {timeout} s")
 
 
 def signal_state(pid):
@@ -69,8 +78,7 @@ def signal_state(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
             masks = [" ".join(line.split()) for line in f if line.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))]
-        with open(f"/proc/{pid}/syscall") as f:
-            call = f.read().split()[:2]
+        call = _syscall(pid)
     except OSError as error:
         return f"process {pid}: {error}"
-    return f"process {pid}: {', '.join(masks)}; system call {call}"
+    return f"process {pid}: {', '.join(masks)}; system call (number, first argument) {call}"
