@@ -62,7 +62,7 @@ KUBESPAWNER_COMPONENT = "singleuser-server"
 # The Role KubeSpawner needs without internal_ssl and services_enabled
 # (Zero to JupyterHub's hub Role minus secrets and services, which only those use).
 ROLE_NEEDS = {
-    "pods": {"get", "list", "watch", "create", "delete"},
+    "pods": {"list", "watch", "create", "delete"},
     "events": {"list", "watch"},
 }
 ROLE_NEEDS_WITH_STORAGE = {**ROLE_NEEDS, "persistentvolumeclaims": {"get", "create", "delete"}}
