@@ -1,49 +1,66 @@
-"""Run a baked project's jupyterhub_config.py with the real `jupyterhub` and CHP, on loopback.
+"""A baked project's hub, deployed as its rendered overlay says, on the emulated cluster.
 
-The generated files are copied unchanged. What must differ outside the hub's pod is
-changed, on the command line and in the environment, and derived from the generated
-configuration as JupyterHub loads it (load_config), never written down here:
+`HubDeployment` applies the overlay (`kubectl kustomize`) to an emulated cluster
+(tests/emulated_cluster.py) whose namespace enforces the restricted Pod Security profile,
+and the cluster runs the hub's pod as a node would: the Deployment's environment (the
+downward API's values resolved by the kubelet, the Secret's variables), its volumes at
+their mountPaths (the claim, owned as fsGroup makes it, and the emptyDir), its user,
+groups, capabilities and read-only root file system, its ports and probes, its service
+account token. Nothing about the pod is set by the tests: what differs between tests is
+the image only:
 
-- ports: free ports instead of the configured ones, in the configured URLs (the
-  hosts stay what the config says); the listening sockets are bound to 127.0.0.1;
-- paths: the Deployment's variables that point into the pod's volumes (the proxy's
-  pid file in the emptyDir) point into the test's directory;
-- JUPYTERHUB_STATE_DIR (the volume at /srv/jupyterhub in the pod): a temporary directory;
-- POD_NAMESPACE (the downward API), a kube config whose API server is a closed port;
-- the Secret's variables (hub-secrets.env), given by the caller;
-- CONFIGPROXY_AUTH_TOKEN: ours, so that the tests can read CHP's route table.
+- `hub_standin_image(project)`: the project's Dockerfile read as an image config
+  (ENTRYPOINT, CMD, USER, WORKDIR, the config files it copies, where and with which
+  mode) over this machine's root, with the test tools' JupyterHub, KubeSpawner and
+  authenticators (the versions k8s-hub pins: requirements-dev.txt) and the proxy the
+  Dockerfile pins; the hub, image and journey tests that need no image build use it;
+- an image that buildah built from the Dockerfile (tests/test_image.py).
 
-loopback_problems(config) is the check that the proxy reaches the hub, and the hub
-the proxy's API, over loopback, as the pod's configuration says.
+The tests reach the hub as users do, through the Ingress (a relay to the Service, as an
+ingress controller would), and the proxy's API as an operator would, with
+`kubectl port-forward` to the pod's loopback and the token read from the proxy's
+environment.
+
+`loopback_problems(config)` is the check that the proxy reaches the hub, and the hub the
+proxy's API, over loopback, as the pod's configuration says; `pod_environment(render)` is
+the hub container's environment as the kubelet makes it, for the tests that load the
+configuration in this process.
 """
 
+import contextlib
+import copy
 import os
 import re
-import secrets
 import select
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 
+from support import fast_yaml, pod_spec
 from support.bakery import patched_environ
 from support.envfile import env_file
+from support.kubelet import HostImage, passwd_with
 from support.tools import CHP
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 CHP_BIN = CHP / "node_modules" / ".bin"
-NAMESPACE = "hub-test-ns"
+# The label a platform puts on the namespaces it gives out, and the strictest it may:
+# every pod of the project must be admitted under it.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+DEPLOYMENT_NAME = "hub"
+CONTAINER_NAME = "hub"
 
-# Variables of the developer's shell that the hub or its authenticators would read.
-LEAKY_ENV = re.compile(r"^(JUPYTERHUB_|OAUTH_|GITHUB_|CONFIGPROXY_|KUBERNETES_|POD_NAMESPACE$|KUBECONFIG$)")
+
+# --- Processes (host view) ------------------------------------------------------------------
 
 
 def free_port():
@@ -58,6 +75,29 @@ def process_argv(pid):
         return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:
         return None
+
+
+def process_environ(pid):
+    try:
+        items = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return {}
+    return dict(item.decode(errors="replace").split("=", 1) for item in items if b"=" in item)
+
+
+def process_ids(pid):
+    """(uids, gids, supplementary groups) of a process, as /proc shows them."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = {line.split(":", 1)[0]: line.split(":", 1)[1].split() for line in status.splitlines() if ":" in line}
+    return [int(x) for x in fields["Uid"]], [int(x) for x in fields["Gid"]], sorted(int(x) for x in fields.get("Groups", []))
+
+
+def container_path(pid, path):
+    """A path of the container that process pid runs in, seen from the node: under
+    /proc/<pid>/root, with symbolic links (/var/run -> /run) followed inside that root."""
+    from support.container_init import inside
+
+    return Path(inside(f"/proc/{pid}/root", path))
 
 
 def descendants(root_pid):
@@ -82,11 +122,7 @@ def descendants(root_pid):
 
 
 def wait_for_exits(processes, timeout=60):
-    """Wait until each of {pid: argv} has exited (or is another process by now); those still running.
-
-    Waits for the exit itself (a pidfd becomes readable when its process ends), so a
-    busy machine only makes it slower; timeout bounds a process that never exits.
-    """
+    """Wait until each of {pid: argv} has exited (or is another process by now); those still running."""
     deadline = time.monotonic() + timeout
     running = {}
     for pid, argv in processes.items():
@@ -107,16 +143,13 @@ def wait_for_exits(processes, timeout=60):
     return running
 
 
-def wait_for_health(proc, health_url, started_at, timeout, log_tail, what):
-    """Poll health_url until it answers 200; seconds since started_at.
-
-    Fails at once, with the log's tail, if proc exits first.
-    """
+def wait_for_health(health_url, started_at, timeout, log_tail, what, alive=lambda: True):
+    """Poll health_url until it answers 200; seconds since started_at. Fails at once if alive() turns false."""
     deadline = started_at + timeout
     last = None
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the {what} exited with {proc.returncode} before it was ready\n{log_tail()}")
+        if not alive():
+            raise AssertionError(f"the {what} stopped before it was ready\n{log_tail()}")
         try:
             resp = requests.get(health_url, timeout=2, allow_redirects=False)
             last = resp.status_code
@@ -132,79 +165,81 @@ def wait_for_health(proc, health_url, started_at, timeout, log_tail, what):
 read_env_file = env_file
 
 
-def write_kube_config(path, server):
-    """A kube config KubeSpawner can load; its API server is not there (nothing is created)."""
-    Path(path).write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters:
-- name: fake
-  cluster:
-    server: {server}
-    insecure-skip-tls-verify: true
-users:
-- name: fake
-  user:
-    token: not-a-real-token
-contexts:
-- name: fake
-  context:
-    cluster: fake
-    user: fake
-    namespace: not-the-pod-namespace  # KubeSpawner must use POD_NAMESPACE, not this
-current-context: fake
-""",
-        encoding="utf-8",
-    )
-    return Path(path)
+# --- The project as the cluster sees it -------------------------------------------------------
 
 
-def deployment_env(project, workdir=None):
-    """The plain `value:` variables of the hub container in the baked Deployment.
-
-    With workdir, a value that is a path under one of the container's volume mounts
-    (the emptyDir at /tmp, for instance) is moved to workdir/volumes/<volume name>/,
-    created here. The downward API's and the Secret's variables are the caller's business.
-    """
-    import yaml
-
-    deployment = yaml.safe_load((Path(project) / "k8s" / "base" / "hub-deployment.yaml").read_text(encoding="utf-8"))
-    [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "hub"]
-    mounts = {m["mountPath"].rstrip("/"): m["name"] for m in container.get("volumeMounts", [])}
-    env = {}
-    for item in container.get("env", []):
-        if "value" not in item:
-            continue
-        value = str(item["value"])
-        for mount_path, volume in mounts.items():
-            if workdir is not None and value.startswith(mount_path + "/"):
-                local = Path(workdir) / "volumes" / volume
-                local.mkdir(parents=True, exist_ok=True)
-                value = str(local / value[len(mount_path) + 1:])
-                break
-        env[item["name"]] = value
-    return env
+def render(project, overlay="development"):
+    """The overlay as `kubectl kustomize` renders it (a list of objects)."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(Path(project) / "k8s" / "overlays" / overlay)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, f"kubectl kustomize {overlay}: {out.stderr}"
+    return [doc for doc in fast_yaml.load_all(out.stdout) if doc]
 
 
-def hub_environment(project, workdir, secrets_env=None, namespace=NAMESPACE):
-    """The environment the hub container would have, pointing at test locations."""
-    workdir = Path(workdir)
-    env = {k: v for k, v in os.environ.items() if not LEAKY_ENV.match(k)}
-    env["PATH"] = os.pathsep.join([str(CHP_BIN), str(VENV_BIN), env.get("PATH", "")])
-    env.update(deployment_env(project, workdir))
-    env["JUPYTERHUB_STATE_DIR"] = str(workdir / "state")
-    if namespace is not None:
-        env["POD_NAMESPACE"] = namespace
-    env["KUBECONFIG"] = str(write_kube_config(workdir / "kubeconfig", f"https://127.0.0.1:{free_port()}"))
-    env.update(secrets_env or {})
-    return env
+def the(objects, kind, name=None):
+    found = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''} in the render, found {len(found)}"
+    return found[0]
+
+
+def hub_deployment(objects):
+    return the(objects, "Deployment", DEPLOYMENT_NAME)
+
+
+def hub_container(objects):
+    [container] = [c for c in hub_deployment(objects)["spec"]["template"]["spec"]["containers"] if c["name"] == CONTAINER_NAME]
+    return container
+
+
+def with_secrets(objects, values):
+    """The render with the hub's Secret holding exactly `values` (the generated one replaced,
+    or, with existing-secret, the one an operator creates by hand)."""
+    import base64
+
+    objects = copy.deepcopy(objects)
+    container = hub_container(objects)
+    names = [e["secretRef"]["name"] for e in container.get("envFrom") or [] if "secretRef" in e]
+    if not names:
+        return objects
+    [name] = names
+    namespace = hub_deployment(objects)["metadata"]["namespace"]
+    objects = [o for o in objects if not (o["kind"] == "Secret" and o["metadata"]["name"] == name)]
+    objects.append({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+    })  # fmt: skip
+    return objects
+
+
+def dockerfile_config(project):
+    """The final stage's image config as the Dockerfile states it, and the files it copies into
+    /usr/local/etc/jupyterhub/ ({name: mode})."""
+    text = (Path(project) / "Dockerfile").read_text(encoding="utf-8")
+    final = text.rsplit("\nFROM ", 1)[1]
+    import json as _json
+
+    config = {
+        "User": re.findall(r"^USER (\S+)$", final, re.M)[-1],
+        "WorkingDir": re.findall(r"^WORKDIR (\S+)$", final, re.M)[-1],
+        "Entrypoint": _json.loads(re.findall(r"^ENTRYPOINT (\[.*\])$", final, re.M)[-1]),
+        "Cmd": _json.loads(re.findall(r"^CMD (\[.*\])$", final, re.M)[-1]),
+    }
+    copied = {}
+    for flags, names in re.findall(r"^COPY ((?:--\S+ )*)(.+) /usr/local/etc/jupyterhub/$", final, re.M):
+        mode = re.search(r"--chmod=([0-7]+)", flags)
+        for name in names.split():
+            copied[name] = int(mode.group(1), 8) if mode else 0o644
+    return config, copied
 
 
 def config_files(project):
     """The files the project's Dockerfile copies into /usr/local/etc/jupyterhub/."""
-    copied = re.findall(r"^COPY (?:--\S+ )*(.+) /usr/local/etc/jupyterhub/$", (Path(project) / "Dockerfile").read_text(), re.M)
-    assert len(copied) == 1, f"expected one COPY into /usr/local/etc/jupyterhub/, found {copied}"
-    return copied[0].split()
+    copied = dockerfile_config(project)[1]
+    assert copied, "the Dockerfile copies no file into /usr/local/etc/jupyterhub/"
+    return list(copied)
 
 
 def install_config(project, workdir):
@@ -214,6 +249,65 @@ def install_config(project, workdir):
     for name in config_files(project):
         shutil.copy2(Path(project) / name, etc / name)
     return etc / "jupyterhub_config.py"
+
+
+def etc_file_with(workdir, path, line):
+    target = Path(workdir) / "image-files" / Path(path).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(passwd_with(Path(path).read_text(), line) if "passwd" in path else _group_with(Path(path).read_text(), line))
+    return target
+
+
+def _group_with(base, line):
+    gid = line.split(":")[2]
+    lines = [entry for entry in base.splitlines() if entry]
+    if not any(entry.split(":")[2:3] == [gid] for entry in lines):
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def hub_standin_image(project, name, workdir):
+    """The hub image without a build: the Dockerfile's config over this machine's root, with the
+    test tools' hub packages and proxy (README, "What is tested": their versions are k8s-hub's)."""
+    config, copied = dockerfile_config(project)
+    workdir = Path(workdir)
+    python = Path(os.path.realpath(sys.executable))
+    files = {f"/usr/local/etc/jupyterhub/{n}": (Path(project) / n, mode, 0, 0) for n, mode in copied.items()}
+    files["/usr/local/etc/jupyterhub"] = (None, 0o755, 0, 0)
+    # k8s-hub: jovyan (uid 1000, group 1000) owns the WORKDIR.
+    files["/etc/passwd"] = (etc_file_with(workdir, "/etc/passwd", "jovyan:x:1000:1000:Default user:/home/jovyan:/bin/bash"), 0o644, 0, 0)
+    files["/etc/group"] = (etc_file_with(workdir, "/etc/group", "jovyan:x:1000:"), 0o644, 0, 0)
+    files[config["WorkingDir"]] = (None, 0o755, 1000, 1000)
+    files["/home/jovyan"] = (None, 0o755, 1000, 1000)
+    config = dict(config, Env=[f"PATH={CHP_BIN}:{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"])
+    return HostImage(name, config, files, reach=[VENV_BIN / "python", python, CHP_BIN / "configurable-http-proxy"])
+
+
+def pod_environment(objects, secrets=None, pod_name="hub-0123456789-abcde", pod_ip="10.0.0.2", workdir=None):
+    """The hub container's environment as the kubelet would make it from the render (the
+    Secret's values as given, or as rendered); with workdir, a value that is a path under
+    one of the container's volume mounts is moved to workdir/volumes/<volume name>/, so
+    that a configuration loaded in this process uses a directory of the test's."""
+    objects = with_secrets(objects, secrets) if secrets is not None else objects
+    deployment = hub_deployment(objects)
+    template = copy.deepcopy(deployment["spec"]["template"])
+    namespace = deployment["metadata"]["namespace"]
+    pod = {"metadata": dict(template.get("metadata") or {}, name=pod_name, namespace=namespace, uid="0"),
+           "spec": template["spec"], "status": {"podIP": pod_ip, "podIPs": [{"ip": pod_ip}]}}  # fmt: skip
+    container = hub_container(objects)
+    store = {(o["kind"], o["metadata"]["name"]): o for o in objects if o["kind"] in ("Secret", "ConfigMap")}
+    services = [dict(s, spec=dict(s["spec"], clusterIP=f"10.96.0.{i + 10}")) for i, s in enumerate(o for o in objects if o["kind"] == "Service")]
+    env = pod_spec.environment(pod, container, [], store, services, {"name": "node", "ip": "10.0.0.1", "allocatable": {"cpu": "2", "memory": "8Gi"}})
+    if workdir is not None:
+        mounts = {m["mountPath"].rstrip("/"): m["name"] for m in container.get("volumeMounts", [])}
+        for key, value in env.items():
+            for mount_path, volume in mounts.items():
+                if value.startswith(mount_path + "/"):
+                    local = Path(workdir) / "volumes" / volume
+                    local.mkdir(parents=True, exist_ok=True)
+                    env[key] = str(local / value[len(mount_path) + 1:])
+                    break
+    return env
 
 
 # os.environ is exactly env inside the block, and exactly what it was after it.
@@ -227,6 +321,15 @@ def load_config(config_file, env):
     config_file = Path(config_file)
     with environment(env):
         return PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
+
+
+def local_environment(project, workdir, objects=None, secrets=None):
+    """For a configuration loaded in this process: the pod's environment (paths moved into
+    workdir), plus what this process needs to run Python (a kube config is never read)."""
+    objects = render(project) if objects is None else objects
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TMPDIR", "HOME")}
+    env.update(pod_environment(objects, secrets, workdir=workdir))
+    return env
 
 
 # JupyterHub's defaults, where the config leaves a setting out.
@@ -271,223 +374,229 @@ def loopback_problems(config):
     return problems
 
 
-def with_port(url, port, host=None):
-    """url with another port (and host, if given); an empty host (all interfaces) stays empty unless given."""
-    parts = urlsplit(url.replace("://:", "://0.0.0.0:"))
-    netloc = f"{host or parts.hostname}:{port}"
-    if host is None and "://:" in url:
-        netloc = f":{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+# --- The hub on the emulated cluster -------------------------------------------------------------
 
 
-def port_overrides(config, public_port, hub_port, api_port):
-    """--Class.trait=value options that move the configured URLs to the given ports.
+class HubDeployment:
+    """A baked project's overlay on an emulated cluster; `with HubDeployment(...) as hub:`.
 
-    Listening sockets go to 127.0.0.1 (nothing of a test hub on the machine's network);
-    the URLs the proxy and the hub use to reach each other keep their configured host.
+    image: a kubelet image for the hub (default: hub_standin_image); extra_images: more
+    (the users' image); secrets: the values of the hub's Secret (default: the rendered
+    one; with existing-secret, required, as an operator creates it); objects: the render
+    to apply (default: the overlay's), for tests that plant a fault in it.
     """
-    bind = _get(config, "JupyterHub", "bind_url", "http://:8000")
-    hub_bind = _get(config, "JupyterHub", "hub_bind_url", DEFAULT_HUB_BIND_URL)
-    options = [
-        f"--JupyterHub.bind_url={with_port(bind, public_port, host='127.0.0.1')}",
-        f"--JupyterHub.hub_bind_url={with_port(hub_bind, hub_port, host='127.0.0.1')}",
-        f"--ConfigurableHTTPProxy.api_url="
-        f"{with_port(_get(config, 'ConfigurableHTTPProxy', 'api_url', DEFAULT_PROXY_API_URL), api_port)}",
-    ]
-    connect = _get(config, "JupyterHub", "hub_connect_url")
-    if connect is not None and url_port(connect) == url_port(hub_bind):
-        options.append(f"--JupyterHub.hub_connect_url={with_port(connect, hub_port)}")
-    return options
 
+    def __init__(self, project, workdir, image=None, extra_images=(), overlay="development", secrets=None,
+                 objects=None, namespace_labels=RESTRICTED, wait=True):  # fmt: skip
+        from emulated_cluster import Cluster
 
-def hub_command(config_file, config, public_port, hub_port, api_port):
-    """The image's CMD plus the ports a run outside the pod needs."""
-    return [
-        str(VENV_BIN / "jupyterhub"),
-        "--config", str(config_file),
-        *port_overrides(config, public_port, hub_port, api_port),
-    ]
-
-
-class HubProcess:
-    """One baked project's hub (and the CHP it starts), restartable on the same state."""
-
-    def __init__(self, project, workdir, secrets_env=None, namespace=NAMESPACE):
         self.project = Path(project)
         self.workdir = Path(workdir)
-        self.state_dir = self.workdir / "state"
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file = install_config(project, self.workdir)
-        self.proxy_token = secrets.token_hex(32)
-        self.env = hub_environment(project, self.workdir, secrets_env, namespace)
-        self.env["CONFIGPROXY_AUTH_TOKEN"] = self.proxy_token
-        # The configuration as the hub will load it: what the tests check, and the
-        # source of the URLs whose ports move.
-        self.config = load_config(self.config_file, self.env)
-        self.public_port, self.hub_port, self.api_port = free_port(), free_port(), free_port()
-        self.log_path = self.workdir / "hub.log"
-        self.proc = None
-        self.starts = 0
-        self.leftovers = {}
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.objects = render(project, overlay) if objects is None else copy.deepcopy(objects)
+        if secrets is not None:
+            self.objects = with_secrets(self.objects, secrets)
+        self.namespace = hub_deployment(self.objects)["metadata"]["namespace"]
+        self.image_name = hub_container(self.objects)["image"]
+        self.image = image or hub_standin_image(project, self.image_name, self.workdir)
+        self.extra_images = list(extra_images)
+        self.namespace_labels = namespace_labels
+        self.wait = wait
+        self.cluster = Cluster(self.workdir)
+        self.pods_seen = []
+        self._url = None
 
-    # --- URLs ---
+    def __enter__(self):
+        with contextlib.ExitStack() as stack:
+            stack.callback(self.cluster.stop)
+            self.cluster.start()
+            if not any(o["kind"] == "Namespace" for o in self.objects):
+                self.cluster.create_namespace(self.namespace, self.namespace_labels)
+            self.cluster.add_image(self.image)
+            for image in self.extra_images:
+                self.cluster.add_image(image)
+            self.started_at = time.monotonic()
+            self.cluster.apply(self.objects)
+            if self.wait:
+                self.wait_ready()
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc):
+        self._stack.close()
+
+    # --- the pod ---
+    def pods(self, include_terminating=False):
+        return [p["metadata"]["name"] for p in self.cluster.deployment_pods(self.namespace, DEPLOYMENT_NAME, include_terminating)]
+
+    @property
+    def pod(self):
+        """The hub's current pod (the newest that is not terminating)."""
+        pods = self.pods()
+        assert pods, f"the hub has no pod\n{self.cluster.log_tail()}"
+        if pods[-1] not in self.pods_seen:
+            self.pods_seen.append(pods[-1])
+        return pods[-1]
+
+    def pod_object(self):
+        return self.cluster.pods(self.namespace)[self.pod]
+
+    def container(self):
+        return self.cluster.container(self.namespace, self.pod)
+
+    def wait_ready(self, timeout=180):
+        """Until the hub's pod is Ready (its readiness probe passed); seconds since started_at."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pods = self.pods()
+            if pods and self.cluster.pod_ready(self.namespace, pods[-1]):
+                self.pod  # noqa: B018  (remembered in pods_seen)
+                return time.monotonic() - self.started_at
+            time.sleep(0.1)
+        raise AssertionError(f"the hub's pod was not ready within {timeout} s\n{self.log_tail()}")
+
+    def health_seconds(self, timeout=180):
+        """Seconds from the start of the hub's container to its first 200 on /hub/health at the
+        pod's public port (what the probes ask, without their period)."""
+        self.cluster.wait_for(lambda: self.pods() and self.container(), timeout, "the hub's container")
+        running = self.container()
+        pod = self.pod_object()
+        port = pod_spec.container_port(pod, "http")
+        url = f"http://{pod['status']['podIP']}:{port}/hub/health"
+        return wait_for_health(url, running.started_at_monotonic, timeout, self.log_tail, "hub", alive=lambda: running.proc.poll() is None)
+
+    def restart(self, timeout=180):
+        """`kubectl rollout restart deployment/hub`: seconds until the new pod is ready."""
+        self.started_at = time.monotonic()
+        old = self.pod
+        self.cluster.rollout_restart(self.namespace, DEPLOYMENT_NAME)
+        self.cluster.wait_for(lambda: old not in self.pods(include_terminating=True) and self.pods(), timeout, "the new hub pod")
+        return self.wait_ready(timeout)
+
+    def container_status(self, pod=None):
+        pod = self.cluster.pods(self.namespace).get(pod or self.pod)
+        statuses = (pod or {}).get("status", {}).get("containerStatuses") or []
+        return statuses[0] if statuses else {}
+
+    def terminated(self, pod=None, timeout=120):
+        """The container's first termination ({exitCode, ...}) once it has happened."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.container_status(pod)
+            state = status.get("lastState", {}).get("terminated") or status.get("state", {}).get("terminated")
+            if state:
+                return state
+            time.sleep(0.1)
+        raise AssertionError(f"the hub's container did not end within {timeout} s\n{self.log_tail()}")
+
+    # --- what users and operators reach ---
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.public_port}"
+        """The hub's public address, through the Ingress."""
+        if self._url is None:
+            self._url = self.cluster.ingress_url(self.namespace)
+        return self._url
 
-    @property
-    def proxy_api(self):
-        return f"http://127.0.0.1:{self.api_port}"
+    def processes(self):
+        """{pid: argv} of the hub container's processes (host pids)."""
+        running = self.container()
+        return descendants(running.pid) if running else {}
 
-    def command(self):
-        return hub_command(self.config_file, self.config, self.public_port, self.hub_port, self.api_port)
-
-    # --- life cycle ---
-    def start(self):
-        """Start the hub (it starts CHP); returns immediately."""
-        assert self.proc is None or self.proc.poll() is not None, "hub already running"
-        self.starts += 1
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            log.write(f"\n{self.start_marker}\n")
-            log.flush()
-            # Its own session: the hub and CHP form one process group that teardown can
-            # kill as a whole (services are tracked by descendants()). cwd: the image's
-            # WORKDIR, the volume.
-            self.proc = subprocess.Popen(
-                self.command(),
-                cwd=self.state_dir,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.started_at = time.monotonic()
-        return self.proc
-
-    @property
-    def start_marker(self):
-        """The line the log has before this start's output."""
-        return f"===== hub start #{self.starts} ====="
-
-    def wait_running(self, timeout=90):
-        """Wait for JupyterHub's "now running" line of this start: by then it has started
-        the proxy and every managed service (JupyterHub.start() logs it after them)."""
-        self.wait_for_log("JupyterHub is now running", timeout, after=self.start_marker)
-
-    def wait_ready(self, timeout=60):
-        """Poll /hub/health through the proxy's public port; seconds from start to the first 200."""
-        return wait_for_health(self.proc, f"{self.url}/hub/health", self.started_at, timeout, self.log_tail, "hub")
-
-    def stop(self, timeout=30):
-        """SIGTERM to the hub (it stops CHP and its services), then make sure all are gone.
-
-        Returns the hub's exit code, or None if it had to be killed.
-        """
-        if self.proc is None:
-            return None
-        # Hub-managed services run in sessions of their own (LocalProcessSpawner), so
-        # the process group does not hold them: remember the whole tree first.
-        tree = self.descendants()
-        code = self.proc.poll()
-        if code is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                code = None
-        # What the hub left running after it exited (it should stop CHP and the
-        # services itself; it does not wait for them to end).
-        self.leftovers = wait_for_exits(tree) if code is not None else dict(tree)
-        self.kill_all(tree)
-        return code
-
-    def kill_all(self, tree=None):
-        """SIGKILL the hub, its process group (CHP) and the given descendants if still there."""
-        if self.proc is None:
-            return
-        tree = self.descendants() if tree is None else tree
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for pid, argv in tree.items():
-            if process_argv(pid) == argv:  # the same process, not a reused pid
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def wait_for_log(self, text, timeout=60, after=None):
-        """Wait until the log holds text (after the marker `after`, if given); fails at once if the hub exits."""
+    def find_process(self, needle, timeout=20):
+        """(pid, argv) of a process of the container whose command line contains needle."""
         deadline = time.monotonic() + timeout
         while True:
-            log = self.log_text()
-            if after is not None:
-                log = log.split(after, 1)[1] if after in log else ""
-            if text in log:
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the hub exited ({self.proc.returncode}) before logging {text!r}\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} in the hub's log within {timeout} s\n{self.log_tail()}")
-            time.sleep(0.1)
-
-    def descendants(self):
-        """{pid: argv} of the live processes the hub started, directly or not."""
-        if self.proc is None or self.proc.poll() is not None:
-            return {}
-        return descendants(self.proc.pid)
-
-    def wait_for_process(self, needle, timeout=20):
-        """(pid, argv) of a process the hub started whose command line contains needle."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for pid, argv in self.descendants().items():
+            for pid, argv in self.processes().items():
                 if any(needle in arg for arg in argv):
                     return pid, argv
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.2)
 
-    # --- inspection ---
-    def log_text(self):
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+    def proxy_token(self):
+        """CONFIGPROXY_AUTH_TOKEN, from the proxy's environment (`kubectl exec ... env`)."""
+        found = self.find_process("configurable-http-proxy")
+        assert found, f"no configurable-http-proxy in the hub's container\n{self.log_tail()}"
+        return process_environ(found[0])["CONFIGPROXY_AUTH_TOKEN"]
 
-    def log_tail(self, lines=40):
-        tail = self.log_text().splitlines()[-lines:]
-        return "---- hub log (last lines) ----\n" + "\n".join(tail)
+    def proxy_api_port(self, config):
+        return url_port(_get(config, "ConfigurableHTTPProxy", "api_url", DEFAULT_PROXY_API_URL))
 
-    def routes(self):
-        resp = requests.get(
-            f"{self.proxy_api}/api/routes",
-            headers={"Authorization": f"token {self.proxy_token}"},
-            timeout=5,
-        )
+    def routes(self, config=None):
+        """The proxy's route table, through `kubectl port-forward` to its API on the pod's loopback."""
+        config = config or self.config()
+        local = self.cluster.port_forward(self.namespace, self.pod, self.proxy_api_port(config))
+        resp = requests.get(f"http://127.0.0.1:{local}/api/routes", headers={"Authorization": f"token {self.proxy_token()}"}, timeout=10)
         resp.raise_for_status()
         return resp.json()
 
+    def config(self):
+        """The configuration as the hub loads it (in this process, from the same files and environment)."""
+        if not hasattr(self, "_config"):
+            scratch = Path(tempfile.mkdtemp(prefix="hub-config-", dir=self.workdir))
+            self._config = load_config(install_config(self.project, scratch), local_environment(self.project, scratch, self.objects))
+        return self._config
+
+    # --- the volumes, as the node holds them ---
+    def volume(self, name):
+        """The host directory of one of the hub pod's volumes (a claim's, or an emptyDir)."""
+        pod = self.pod_object()
+        volume = next(v for v in pod["spec"]["volumes"] if v["name"] == name)
+        if "persistentVolumeClaim" in volume:
+            return self.cluster.volume_path(self.namespace, volume["persistentVolumeClaim"]["claimName"])
+        return self.cluster.workdir / "pods" / f"{self.namespace}_{self.pod}" / "volumes" / name
+
+    def mount_of(self, path):
+        """The volume mounted at path in the hub container: (volume name, path inside it)."""
+        container = next(c for c in self.pod_object()["spec"]["containers"] if c["name"] == CONTAINER_NAME)
+        for mount in sorted(container.get("volumeMounts") or [], key=lambda m: -len(m["mountPath"])):
+            base = mount["mountPath"].rstrip("/")
+            if path == base or path.startswith(base + "/"):
+                return mount["name"], path[len(base):].lstrip("/")
+        return None
+
+    def host_path(self, path):
+        """Where a path of the hub container lies on the node (it must be on a volume)."""
+        found = self.mount_of(path)
+        assert found, f"{path} is on no volume of the hub's pod"
+        volume, inner = found
+        return self.volume(volume) / inner
+
     def db_rows(self, query, *args):
-        """Rows of the hub's sqlite database (read-only)."""
-        db = self.state_dir / "jupyterhub.sqlite"
+        """Rows of the hub's sqlite database (read-only), on its volume."""
+        db = self.host_path("/srv/jupyterhub/jupyterhub.sqlite")
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
         try:
             return con.execute(query, args).fetchall()
         finally:
             con.close()
 
-    def __enter__(self):
-        return self
+    # --- logs ---
+    def log_text(self, pod=None):
+        """`kubectl logs` of the hub: every pod's, oldest first, each after a line naming it."""
+        names = [pod] if pod else self.pods_seen + [p for p in self.pods(True) if p not in self.pods_seen]
+        return "".join(f"\n===== pod {name} =====\n{self.all_runs(name)}" for name in names)
 
-    def __exit__(self, *exc):
-        self.stop()
+    def all_runs(self, pod):
+        runs = [c for ns, name, c in self.cluster.container_runs if (ns, name) == (self.namespace, pod)]
+        return "".join(c.log_path.read_text(encoding="utf-8", errors="replace") for c in runs)
+
+    def log_tail(self, lines=40):
+        tail = self.log_text().splitlines()[-lines:]
+        return "---- hub log (last lines) ----\n" + "\n".join(tail) + "\n" + self.cluster.log_tail(15)
+
+    def wait_for_log(self, text, timeout=60, pod=None):
+        """Wait until the pod's log holds text."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text(pod or self.pod):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in the hub's log within {timeout} s\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def wait_running(self, timeout=90):
+        """JupyterHub's "now running" line of the current pod: by then it has started the proxy
+        and every managed service (JupyterHub.start() logs it after them)."""
+        self.wait_for_log("JupyterHub is now running", timeout)
 
 
 def xsrf_form(session, url, **fields):
@@ -500,37 +609,9 @@ def xsrf_form(session, url, **fields):
     return {"_xsrf": token, **fields}
 
 
-def run_config_only(project, workdir, secrets_env=None, namespace=NAMESPACE, timeout=60):
-    """Start the hub on a config that is expected to refuse; CompletedProcess of the attempt.
-
-    The config cannot be loaded to find its URLs (it refuses): should it start after
-    all, it listens on free loopback ports, not on the configured ones.
-    """
-    workdir = Path(workdir)
-    (workdir / "state").mkdir(parents=True, exist_ok=True)
-    config_file = install_config(project, workdir)
-    env = hub_environment(project, workdir, secrets_env, namespace)
-    proc = subprocess.Popen(
-        [
-            str(VENV_BIN / "jupyterhub"), "--config", str(config_file),
-            f"--JupyterHub.bind_url=http://127.0.0.1:{free_port()}",
-            f"--JupyterHub.hub_bind_url=http://127.0.0.1:{free_port()}",
-            f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{free_port()}",
-        ],
-        cwd=workdir / "state",
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+def run_until_exit(project, workdir, secrets=None, objects=None, timeout=120):
+    """Deploy a hub that is expected to refuse to start; (its first exit code, its log)."""
+    with HubDeployment(project, workdir, secrets=secrets, objects=objects, wait=False) as hub:
+        hub.cluster.wait_for(lambda: hub.pods(), 60, "the hub's pod")
+        state = hub.terminated(timeout=timeout)
+        return state["exitCode"], hub.log_text(hub.pod).strip()

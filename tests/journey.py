@@ -8,7 +8,6 @@ that API server, and the hub's Service forwards to it.
 """
 
 import asyncio
-import contextlib
 import json
 import re
 import subprocess
@@ -18,23 +17,11 @@ from urllib.parse import urljoin, urlparse
 
 import requests
 
-from emulated_cluster import Cluster, role_of
-from support.host_ports import hub_ports
+from hubrunner import HubDeployment, read_env_file, render, xsrf_form
+from support.kubelet import HostImage
 from support.tools import SINGLEUSER
-from hubrunner import NAMESPACE, ROOT, HubProcess, read_env_file, xsrf_form
 
 SINGLEUSER_BIN = SINGLEUSER / "bin"
-
-
-def render(project, overlay="development"):
-    """The overlay as `kubectl kustomize` renders it (a list of objects)."""
-    import yaml
-
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(Path(project) / "k8s" / "overlays" / overlay)],
-        capture_output=True, text=True, check=True,
-    )
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
 def secrets_env(project, authenticator):
@@ -43,38 +30,43 @@ def secrets_env(project, authenticator):
     return read_env_file(path) if path.exists() else {}
 
 
-class Deployment:
-    """A baked project's hub on an emulated cluster; `with Deployment(...) as d:`."""
+def singleuser_standin_image(name, workdir):
+    """The users' image: Zero to JupyterHub's k8s-singleuser-sample as far as KubeSpawner and the
+    hub see it (user jovyan, uid 1000 in group 100, home /home/jovyan, tini, then
+    jupyterhub-singleuser), with JupyterHub and JupyterLab from the test tools' singleuser
+    environment (tests/singleuser-requirements.txt) over this machine's root."""
+    from hubrunner import etc_file_with
 
-    def __init__(self, project, workdir, user_image, authenticator, rules=None):
-        self.project = Path(project)
-        self.workdir = Path(workdir)
+    files = {
+        "/etc/passwd": (etc_file_with(Path(workdir) / "singleuser", "/etc/passwd", "jovyan:x:1000:100::/home/jovyan:/bin/bash"), 0o644, 0, 0),
+        "/home/jovyan": (None, 0o755, 1000, 100),
+    }
+    config = {
+        "User": "1000",
+        "Entrypoint": ["tini", "-g", "--"],
+        "Cmd": ["jupyterhub-singleuser"],
+        "WorkingDir": "/home/jovyan",
+        "Env": [f"PATH={SINGLEUSER_BIN}:/usr/local/bin:/usr/bin:/bin", "HOME=/home/jovyan", "LANG=C.UTF-8"],
+    }
+    return HostImage(name, config, files, reach=[SINGLEUSER_BIN / "python"])
+
+
+class Deployment(HubDeployment):
+    """A baked project's development overlay on the emulated cluster, with a user image; `with Deployment(...) as d:`.
+
+    objects: the render to apply instead of the overlay's (a planted fault)."""
+
+    def __init__(self, project, workdir, user_image, authenticator, objects=None):
+        super().__init__(project, workdir, extra_images=[singleuser_standin_image(user_image, workdir)], objects=objects)
         self.authenticator = authenticator
-        self.rules = rules if rules is not None else role_of(render(project))
-        self.cluster = Cluster(self.workdir, NAMESPACE, self.rules)
-        self.cluster.add_image(user_image, SINGLEUSER_BIN)
         self.secrets = secrets_env(project, authenticator)
-        self.hub = HubProcess(project, self.workdir / "hub", self.secrets)
 
-    def __enter__(self):
-        with contextlib.ExitStack() as stack:
-            # Beside other journeys, never beside an image test's hub (support/host_ports.py).
-            stack.enter_context(hub_ports(alone=False))
-            stack.callback(self.cluster.stop)
-            self.cluster.start()
-            self.hub.env["KUBECONFIG"] = str(self.cluster.write_kube_config(self.workdir / "kubeconfig"))
-            self.cluster.point_service_at("127.0.0.1", self.hub.hub_port)
-            stack.callback(self.hub.stop, timeout=10)
-            self.hub.start()
-            self.hub.wait_ready(timeout=120)
-            self._stack = stack.pop_all()  # started: __exit__ stops the hub, the cluster, in that order
+    @property
+    def hub(self):
         return self
 
-    def __exit__(self, *exc):
-        self._stack.close()
-
     def logs(self):
-        return f"{self.hub.log_tail(60)}\n{self.cluster.log_tail()}"
+        return self.log_tail(60)
 
 
 # --- What a browser does ------------------------------------------------------------------
@@ -197,15 +189,10 @@ def wait_until_answers(session, hub, name, timeout=120):
 
 
 def restart_hub(hub):
-    """SIGTERM to the hub (its proxy dies with it, as in the pod); start it again.
-
-    Returns the window: seconds from the signal until the hub answers again.
-    """
+    """`kubectl rollout restart deployment/hub`: Recreate stops the pod (its proxy dies with it)
+    and starts a new one. Returns the window: seconds until the new pod is ready."""
     started = time.monotonic()
-    code = hub.stop()
-    assert code is not None, "the hub did not exit within 20 s of SIGTERM"
-    hub.start()
-    hub.wait_ready(timeout=120)
+    hub.restart()
     return time.monotonic() - started
 
 

@@ -1,20 +1,24 @@
-"""Boot the generated jupyterhub_config.py for real: the venv's `jupyterhub` (the versions
-k8s-hub 4.4.0 pins) and the CHP the Dockerfile pins, on loopback, one hub per case.
+"""Boot the generated jupyterhub_config.py for real, in the hub's pod as the rendered overlay
+describes it, on the emulated cluster (tests/hubrunner.py, tests/emulated_cluster.py): the
+test tools' JupyterHub, KubeSpawner and authenticators (the versions k8s-hub 4.4.0 pins) and
+the configurable-http-proxy the Dockerfile pins, under the Deployment's user, groups,
+volumes, environment and read-only root file system.
 
-For every authenticator: the hub starts CHP itself and becomes healthy through the
-proxy; the proxy's route to the hub is loopback; logging in works the way the
-generated README's "Log in" section says; the idle culler runs (or not) with exactly
-its scopes; a restart on the same volume keeps the sessions, the cookie secret and
-the database. Plus, without a hub: the pod KubeSpawner would create for a user, and
-the one-line refusal when the Secret's variables are missing.
-
-Everything outside the pod is replaced as tests/hubrunner.py describes; no cluster
-is needed (the kube config points at a closed port, and nothing is spawned).
+For every authenticator: the hub starts CHP itself and becomes ready through the proxy;
+the proxy's route to the hub is loopback; logging in works the way the generated README's
+"Log in" section says; the idle culler runs (or not) with exactly its scopes; a rollout
+restart keeps the sessions, the cookie secret and the database on the claim. Plus: the
+pod KubeSpawner would create for a user; the one-line refusal when the Secret's variables
+are missing; the namespace the hub spawns into; and faults planted in the Deployment
+(the downward API's field, the volumes, fsGroup), each of which stops the hub or its
+spawns, as on a cluster.
 """
 
 import asyncio
 import contextlib
+import copy
 import hashlib
+import itertools
 import os
 import shutil
 import re
@@ -29,17 +33,22 @@ from conftest import need_tool
 from hubrunner import (
     CHP_BIN,
     LOOPBACK_HOSTS,
-    NAMESPACE,
-    HubProcess,
-    deployment_env,
-    hub_environment,
+    HubDeployment,
+    hub_container,
+    hub_deployment,
     install_config,
     load_config,
+    local_environment,
     loopback_problems,
+    pod_environment,
+    process_environ,
     read_env_file,
-    run_config_only,
+    render,
+    run_until_exit,
+    url_port,
     xsrf_form,
 )
+from support import pod_security
 
 # No xdist group: every hub has random ports and directories of its own.
 pytestmark = pytest.mark.slow
@@ -75,7 +84,7 @@ def bake_case(bake, name):
 # Where the hub's pod keeps the proxy's pid file; on the machine running the tests the
 # same path may belong to some other hub, so the tests must leave it alone.
 def host_pid_file(project):
-    return Path(deployment_env(project)["JUPYTERHUB_PROXY_PID_FILE"])
+    return Path(pod_environment(render(project))["JUPYTERHUB_PROXY_PID_FILE"])
 
 
 def host_file_state(path):
@@ -111,31 +120,31 @@ def planted(path, text):
 def chp():
     """The configurable-http-proxy that scripts/install-test-tools put into the tools' chp/."""
     need_tool("node")
+    need_tool("tini")
     path = CHP_BIN / "configurable-http-proxy"
     if not path.exists():
         pytest.skip(f"{path} is missing: run scripts/install-test-tools")
+    if os.geteuid() != 0:
+        pytest.skip("the emulated cluster needs root (namespaces, mounts, a bridge)")
     return path
 
 
 @pytest.fixture
 def hubs(chp, tmp_path):
-    """hubs(project, secrets_env) -> HubProcess; every hub and its children die at teardown."""
-    started = []
+    """hubs(project, secrets) -> a started HubDeployment; every cluster stops at teardown."""
+    with contextlib.ExitStack() as stack:
+        count = itertools.count()
 
-    def make(project, secrets_env=None):
-        hub = HubProcess(project, tmp_path / f"hub{len(started)}", secrets_env)
-        started.append(hub)
-        return hub
+        def make(project, secrets=None, **kwargs):
+            return stack.enter_context(HubDeployment(project, tmp_path / f"hub{next(count)}", secrets=secrets, **kwargs))
 
-    yield make
-    for hub in started:
-        hub.stop(timeout=10)
+        yield make
 
 
 def secrets_env(project, authenticator):
-    """The variables the Secret hub-secrets would give the hub."""
+    """The variables the Secret hub-secrets would give the hub: for dummy and native exactly
+    what post_gen_project generated into the development overlay; for OAuth, a client."""
     if authenticator in ("dummy", "native"):
-        # Exactly what post_gen_project generated into the development overlay.
         return read_env_file(project / "k8s" / "overlays" / "development" / "hub-secrets.env")
     if authenticator in ("github", "generic-oauth"):
         return dict(OAUTH_CLIENT)
@@ -340,7 +349,7 @@ def check_culler(hub, context, admin):
     # JupyterHub starts its managed services before it logs "now running": from then
     # on, a culler that is not among the hub's processes is not coming.
     hub.wait_running()
-    found = hub.wait_for_process("jupyterhub_idle_culler", timeout=0)
+    found = hub.find_process("jupyterhub_idle_culler", timeout=0)
     roles = dict(hub.db_rows("select name, scopes from roles"))
     services = [row[0] for row in hub.db_rows("select name from services")]
     api_services = None
@@ -368,8 +377,7 @@ def check_culler(hub, context, admin):
         assert api_services["idle-culler"]["roles"] == ["idle-culler"], api_services
         assert not api_services["idle-culler"]["admin"], api_services
     # The token the running culler really holds: the hub says whose it is and what it may do.
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    token = dict(v.decode().split("=", 1) for v in environ if b"=" in v)["JUPYTERHUB_API_TOKEN"]
+    token = process_environ(pid)["JUPYTERHUB_API_TOKEN"]
     resp = requests.get(f"{hub.url}/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=10)
     assert resp.status_code == 200, f"the culler's token: {resp.status_code}"
     model = resp.json()
@@ -390,58 +398,60 @@ def test_hub_starts_logs_in_and_restarts(bake, hubs, case, record_property):
     context = CASES[case]
     project = bake_case(bake, case)
     secrets = secrets_env(project, context["authenticator"])
-    hub = hubs(project, secrets)
+    host_pid_state = host_file_state(host_pid_file(project))
+    # dummy and native: the Secret the overlay generates; OAuth: one with a client in it.
+    hub = hubs(project, secrets if context["authenticator"] in ("github", "generic-oauth") else None)
+    config = hub.config()
 
     # The generated configuration, as the hub loads it, keeps the proxy and the hub on loopback.
-    assert loopback_problems(hub.config) == []
-    host_pid_state = host_file_state(host_pid_file(project))
-
-    hub.start()
-    ready = hub.wait_ready(timeout=90)
-    print(f"\n[{case}] hub start to /hub/health 200 through CHP: {ready:.2f}s")
+    assert loopback_problems(config) == []
+    ready = hub.wait_ready()
+    print(f"\n[{case}] pod created to ready (its readiness probe through CHP): {ready:.2f}s")
     record_property("start_to_ready_seconds", round(ready, 2))
 
     with hub_log_on_failure(hub):
         # The hub started CHP itself, as its child, with the API on loopback.
-        chp = hub.wait_for_process("configurable-http-proxy", timeout=0)
+        chp = hub.find_process("configurable-http-proxy", timeout=0)
         assert chp, "no configurable-http-proxy among the hub's child processes"
-        assert option(chp[1], "--api-port") == str(hub.api_port), chp[1]
+        assert option(chp[1], "--api-port") == str(hub.proxy_api_port(config)), chp[1]
         assert option(chp[1], "--api-ip") in LOOPBACK_HOSTS, chp[1]
 
-        # The route the hub gave the proxy: to the host of the configured hub_connect_url,
-        # a loopback address (no hairpin through the Service).
-        routes = hub.routes()
+        # The route the hub gave the proxy: to the configured hub_connect_url, a loopback
+        # address (no hairpin through the Service).
+        routes = hub.routes(config)
         hub_routes = {spec: r for spec, r in routes.items() if r.get("hub")}
         assert list(hub_routes) in (["/"], ["/hub/"]), f"routes: {routes}"
         target = urlparse(next(iter(hub_routes.values()))["target"])
-        configured = urlparse(hub.config.JupyterHub.hub_connect_url)
-        assert (target.hostname, target.port) == (configured.hostname, hub.hub_port), f"hub route target: {routes}"
+        configured = urlparse(config.JupyterHub.hub_connect_url)
+        assert (target.hostname, target.port) == (configured.hostname, configured.port), f"hub route target: {routes}"
         assert target.hostname in LOOPBACK_HOSTS, f"hub route target: {routes}"
-        # The proxy's pid file is where the Deployment's variable says, moved into the test's directory.
-        assert Path(hub.env["JUPYTERHUB_PROXY_PID_FILE"]).is_file(), hub.env["JUPYTERHUB_PROXY_PID_FILE"]
+        # The proxy's pid file is where the Deployment's variable says: on the emptyDir.
+        pid_file = pod_environment(hub.objects)["JUPYTERHUB_PROXY_PID_FILE"]
+        assert hub.host_path(pid_file).is_file(), f"no {pid_file} on the pod's volume"
 
         session, username, admin = log_in(hub, context, secrets)
         check_culler(hub, context, admin)
 
-        secret_file = hub.state_dir / "jupyterhub_cookie_secret"
-        database = hub.state_dir / "jupyterhub.sqlite"
+        secret_file = hub.host_path("/srv/jupyterhub/jupyterhub_cookie_secret")
+        database = hub.host_path("/srv/jupyterhub/jupyterhub.sqlite")
         cookie_secret = secret_file.read_bytes()
         assert cookie_secret.strip(), "empty cookie secret"
 
-        # SIGTERM, as Kubernetes stops the pod; the hub stops CHP and its services itself.
-        code = hub.stop()
-        assert code is not None, "the hub did not exit within 30 s of SIGTERM (Kubernetes' default grace period)"
-        assert not hub.leftovers, f"still running after the hub exited: {hub.leftovers}"
-
-    hub.start()
-    again = hub.wait_ready(timeout=90)
-    print(f"[{case}] restart on the same state to ready: {again:.2f}s")
+        # `kubectl rollout restart`: SIGTERM to the pod, as Kubernetes stops it; the hub stops
+        # CHP and its services itself and exits 0 within the grace period (no SIGKILL).
+        old_pod = hub.pod
+        again = hub.restart()
+        [run] = [c for ns, name, c in hub.cluster.container_runs if name == old_pod]
+        assert run.proc.returncode == 0 and not run.killed, (
+            f"the old hub exited with {run.proc.returncode}{' after SIGKILL' if run.killed else ''}, not 0 by itself"
+        )
+    print(f"[{case}] rollout restart to the new pod ready: {again:.2f}s")
     record_property("restart_to_ready_seconds", round(again, 2))
 
     with hub_log_on_failure(hub):
-        assert secret_file.read_bytes() == cookie_secret, "the cookie secret was regenerated on restart"
+        assert hub.host_path("/srv/jupyterhub/jupyterhub_cookie_secret").read_bytes() == cookie_secret, "the cookie secret was regenerated"
         assert database.is_file(), "the sqlite database is gone after a restart"
-        assert "Writing cookie_secret" not in hub.log_text().split("===== hub start #2")[1]
+        assert "Writing cookie_secret" not in hub.log_text(hub.pod)
         if session is not None:
             model = logged_in_user(session, hub)
             assert model and model["name"] == username, f"{username}'s session did not survive the restart: {model}"
@@ -449,10 +459,28 @@ def test_hub_starts_logs_in_and_restarts(bake, hubs, case, record_property):
             assert home.status_code == 200, f"/hub/home after restart: {home.status_code} {home.headers.get('Location')}"
         hub.wait_running()
         if context["idle_culling"] == "yes":
-            assert hub.wait_for_process("jupyterhub_idle_culler", timeout=0), "no culler after the restart"
-        routes = hub.routes()
+            assert hub.find_process("jupyterhub_idle_culler", timeout=0), "no culler after the restart"
+        routes = hub.routes(config)
         assert any(r.get("hub") for r in routes.values()), f"no route to the hub after restart: {routes}"
     assert host_file_state(host_pid_file(project)) == host_pid_state, f"the hub changed this machine's {host_pid_file(project)}"
+
+
+def write_kube_config(path):
+    """A kube config KubeSpawner can load; its API server is a closed port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    Path(path).write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: closed, cluster: {{server: 'https://127.0.0.1:{port}'}}}}]\n"
+        "users: [{name: nobody, user: {token: not-a-token}}]\n"
+        "contexts: [{name: closed, context: {cluster: closed, user: nobody, namespace: not-the-pod-namespace}}]\n"
+        "current-context: closed\n",
+        encoding="utf-8",
+    )
+    return Path(path)
 
 
 class MockUser:
@@ -503,8 +531,12 @@ def test_user_pod(bake, case, tmp_path, monkeypatch):
 
     context = CASES[case]
     project = bake_case(bake, case)
+    objects = render(project)
     config_file = install_config(project, tmp_path)
-    env = hub_environment(project, tmp_path, secrets_env(project, context["authenticator"]))
+    env = local_environment(project, tmp_path, objects, secrets_env(project, context["authenticator"]))
+    # KubeSpawner loads a kube config even when it only builds the manifest: one whose API
+    # server is a closed port (nothing is sent).
+    env["KUBECONFIG"] = str(write_kube_config(tmp_path / "kubeconfig"))
     for name in [n for n in os.environ if n not in env]:
         monkeypatch.delenv(name)
     for name, value in env.items():
@@ -516,12 +548,13 @@ def test_user_pod(bake, case, tmp_path, monkeypatch):
     [container] = spec["containers"]
     envs = {e["name"]: e.get("value") for e in container["env"]}
     summary = f"pod manifest: {pod}"
+    hub_namespace = hub_deployment(objects)["metadata"]["namespace"]
 
-    assert namespace == NAMESPACE, f"pods go to {namespace!r}, not POD_NAMESPACE {NAMESPACE!r}"
+    assert namespace == hub_namespace, f"pods go to {namespace!r}, not the hub's namespace {hub_namespace!r}"
     assert container["image"] == context["user_image"] and not container["image"].endswith(":latest"), summary
     # User pods reach the hub through its Service, never through loopback.
-    assert envs["JUPYTERHUB_API_URL"] == f"http://hub.{NAMESPACE}.svc:8081/hub/api", envs
-    assert envs["JUPYTERHUB_ACTIVITY_URL"].startswith(f"http://hub.{NAMESPACE}.svc:8081/hub/api/"), envs
+    assert envs["JUPYTERHUB_API_URL"] == f"http://hub.{hub_namespace}.svc:8081/hub/api", envs
+    assert envs["JUPYTERHUB_ACTIVITY_URL"].startswith(f"http://hub.{hub_namespace}.svc:8081/hub/api/"), envs
 
     claims = [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
     if context["user_storage"] == "yes":
@@ -533,10 +566,14 @@ def test_user_pod(bake, case, tmp_path, monkeypatch):
         assert claims == [], f"user_storage=no, yet a claim is mounted: {spec.get('volumes')}"
 
     security = container["securityContext"]
-    assert security["allowPrivilegeEscalation"] is False, security
+    assert security["allowPrivilegeEscalation"] is False and security.get("privileged") is not True, security
     assert security["runAsUser"] == 1000 and security["runAsNonRoot"] is True, security
     assert security["capabilities"]["drop"] == ["ALL"], security
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}, security
+    assert spec["securityContext"].get("fsGroup") == 100, f"fsGroup: the users' group owns the claim; {spec.get('securityContext')}"
     assert spec["automountServiceAccountToken"] is False, summary
+    # What a namespace enforcing the restricted Pod Security profile admits.
+    assert pod_security.violations(pod, "restricted") == [], pod_security.admission_error(pod, "jupyter-alice", "restricted")
     # The NetworkPolicies select user pods by these labels.
     labels = pod["metadata"]["labels"]
     assert labels.get("app.kubernetes.io/name") == "jupyterhub", labels
@@ -551,43 +588,46 @@ def test_user_pod(bake, case, tmp_path, monkeypatch):
         ("native", {}, "JUPYTERHUB_ADMIN_PASSWORD"),
         ("native", {"JUPYTERHUB_ADMIN_PASSWORD": "too-short"}, "JUPYTERHUB_ADMIN_PASSWORD"),
         # As post_gen_project leaves hub-secrets.env: the OAuth variables present but empty.
-        ("github", "baked", "OAUTH_CLIENT_ID"),
+        ("github", None, "OAUTH_CLIENT_ID"),
         ("generic-oauth", {"OAUTH_CLIENT_ID": "an-id", "OAUTH_CLIENT_SECRET": ""}, "OAUTH_CLIENT_SECRET"),
     ],
 )
-def test_missing_secret_stops_the_hub(bake, tmp_path, authenticator, given, missing):
+def test_missing_secret_stops_the_hub(bake, chp, tmp_path, authenticator, given, missing):
+    """The Secret the pod gets (None: the one the overlay generates) lacks a variable: the hub's
+    container exits at once, with one line naming it (`kubectl logs`)."""
     project = bake_case(bake, authenticator)
-    if given == "baked":
-        given = read_env_file(project / "k8s" / "overlays" / "development" / "hub-secrets.env")
-    result = run_config_only(project, tmp_path, given)  # gives up on a hub that does not stop
-    output = (result.stdout + result.stderr).strip()
-    assert result.returncode != 0, f"the hub started without {missing}:\n{output[-2000:]}"
+    code, output = run_until_exit(project, tmp_path, secrets=given)
+    output = output.split("=====\n", 1)[-1].strip()
+    assert code != 0, f"the hub started without {missing}:\n{output[-2000:]}"
     assert "Traceback" not in output, output[-2000:]
     assert len(output.splitlines()) == 1 and missing in output, output[-2000:]
 
 
-def test_missing_namespace_stops_the_hub(bake, tmp_path):
+def without_env(objects, name):
+    """The render with one variable taken out of the hub container's env."""
+    objects = copy.deepcopy(objects)
+    container = hub_container(objects)
+    before = len(container["env"])
+    container["env"] = [e for e in container["env"] if e["name"] != name]
+    assert len(container["env"]) == before - 1, f"the Deployment no longer sets {name}"
+    return objects
+
+
+def test_missing_namespace_stops_the_hub(bake, chp, tmp_path):
     project = bake_case(bake, "tmp")
-    result = run_config_only(project, tmp_path, namespace=None)
-    output = (result.stdout + result.stderr).strip()
-    assert result.returncode != 0 and "Traceback" not in output, output[-2000:]
+    code, output = run_until_exit(project, tmp_path, objects=without_env(render(project), "POD_NAMESPACE"))
+    output = output.split("=====\n", 1)[-1].strip()
+    assert code != 0 and "Traceback" not in output, output[-2000:]
     assert len(output.splitlines()) == 1 and "POD_NAMESPACE" in output, output
 
 
-def test_missing_pid_file_variable_stops_the_hub(bake, tmp_path):
+def test_missing_pid_file_variable_stops_the_hub(bake, chp, tmp_path):
     """Without the Deployment's JUPYTERHUB_PROXY_PID_FILE the config refuses, rather than
     guess a path (the old guess, /tmp/jupyterhub-proxy.pid, was deleted wherever it was loaded)."""
     project = bake_case(bake, "tmp")
-    work = tmp_path / "work"
-    env_less = tmp_path / "project"
-    shutil.copytree(project, env_less)
-    deployment = env_less / "k8s" / "base" / "hub-deployment.yaml"
-    text = deployment.read_text(encoding="utf-8")
-    assert text.count("- name: JUPYTERHUB_PROXY_PID_FILE") == 1
-    deployment.write_text(text.replace("- name: JUPYTERHUB_PROXY_PID_FILE", "- name: SOMETHING_ELSE"), encoding="utf-8")
-    result = run_config_only(env_less, work)
-    output = (result.stdout + result.stderr).strip()
-    assert result.returncode != 0 and "Traceback" not in output, output[-2000:]
+    code, output = run_until_exit(project, tmp_path, objects=without_env(render(project), "JUPYTERHUB_PROXY_PID_FILE"))
+    output = output.split("=====\n", 1)[-1].strip()
+    assert code != 0 and "Traceback" not in output, output[-2000:]
     assert len(output.splitlines()) == 1 and "JUPYTERHUB_PROXY_PID_FILE" in output, output
 
 
@@ -595,7 +635,7 @@ def test_loading_the_config_deletes_only_the_stale_pid_file_in_the_pods_volume(b
     """The config removes a stale pid file, at the path the Deployment gives, and nothing
     else: the same path on the machine that loads it (another hub's file) stays."""
     project = bake_case(bake, "tmp")
-    env = hub_environment(project, tmp_path)
+    env = local_environment(project, tmp_path)
     stale = Path(env["JUPYTERHUB_PROXY_PID_FILE"])
     host_path = host_pid_file(project)
     assert stale.is_relative_to(tmp_path) and host_path.is_absolute() and not host_path.is_relative_to(tmp_path)
@@ -621,6 +661,59 @@ def test_loading_the_config_deletes_only_the_stale_pid_file_in_the_pods_volume(b
     assert config.ConfigurableHTTPProxy.pid_file == str(stale)
 
 
+# --- What the pod is given, not what a test supplies: faults planted in the Deployment ----------
+
+
+def test_the_hub_spawns_in_the_namespace_the_deployment_gives_it(bake, hubs):
+    """POD_NAMESPACE comes from the downward API, resolved by the kubelet: the user's pod is
+    created in the hub's namespace. Planted: the pod's name instead (fieldPath
+    metadata.name): the hub asks for a pod in a namespace that is not its own, and is refused."""
+    project = bake_case(bake, "dummy")
+    secrets = secrets_env(project, "dummy")
+    objects = render(project)
+    planted_objects = copy.deepcopy(objects)
+    [variable] = [e for e in hub_container(planted_objects)["env"] if e["name"] == "POD_NAMESPACE"]
+    assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", variable
+    variable["valueFrom"]["fieldRef"]["fieldPath"] = "metadata.name"
+    for given, expect_refused in ((objects, False), (planted_objects, True)):
+        hub = hubs(project, objects=given)
+        session = form_login(hub, "alice", secrets["JUPYTERHUB_USER_PASSWORD"])
+        session.get(f"{hub.url}/hub/spawn", timeout=60, allow_redirects=False)
+        cluster = hub.cluster
+        if expect_refused:
+            # Its reflectors list pods and events in the pod's name, and are refused.
+            cluster.wait_for(lambda: any(r["resource"] == "pods" for r in cluster.requests), 60, "a request for pods")
+            asked = {(r["namespace"], r["status"]) for r in cluster.requests if r["resource"] in ("pods", "events") and r["status"]}
+            assert asked == {(hub.pod, 403)}, asked
+        else:
+            cluster.wait_for(lambda: any(r["verb"] == "create" and r["resource"] == "pods" for r in cluster.requests), 60, "a spawn")
+            asked = {(r["namespace"], r["status"]) for r in cluster.requests if r["resource"] in ("pods", "events") and r["status"]}
+            assert asked == {(hub.namespace, 200), (hub.namespace, 201)}, asked
+
+
+# Faults in the pod's surroundings that a harness supplying its own would hide: each one
+# stops the hub on a cluster, and must stop it here.
+POD_FAULTS = {
+    # The claim mounted elsewhere: the database would go to /srv/jupyterhub on the read-only root.
+    "claim mounted at /data": (lambda d: next(m for m in d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["mountPath"] == "/srv/jupyterhub").update(mountPath="/data"), "Read-only file system"),
+    # No fsGroup: the fresh volume is root's, and the hub (uid 1000) cannot write to it.
+    "no fsGroup": (lambda d: d["spec"]["template"]["spec"]["securityContext"].pop("fsGroup"), "Permission denied"),
+    # No emptyDir at /tmp: the proxy's pid file would go to the read-only root.
+    "no emptyDir at /tmp": (lambda d: d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].remove(
+        next(m for m in d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["mountPath"] == "/tmp")), "Read-only file system"),
+}
+
+
+@pytest.mark.parametrize("fault", list(POD_FAULTS))
+def test_planted_pod_faults_stop_the_hub(bake, chp, tmp_path, fault):
+    change, says = POD_FAULTS[fault]
+    project = bake_case(bake, "tmp")
+    objects = copy.deepcopy(render(project))
+    change(hub_deployment(objects))
+    code, output = run_until_exit(project, tmp_path, objects=objects)
+    assert code != 0 and says in output, f"{fault}: exit {code}\n{output[-3000:]}"
+
+
 # --- The loopback check, on a planted fault ---------------------------------------------
 
 HAIRPINS = {
@@ -628,7 +721,7 @@ HAIRPINS = {
     "hub_connect_url": (
         'c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{HUB_PORT}"',
         'c.JupyterHub.hub_connect_url = f"http://{HUB_SERVICE_NAME}.{NAMESPACE}.svc:{HUB_PORT}"',
-        "through hub.hub-test-ns.svc, not loopback",
+        "through hub.jupyterhub.svc, not loopback",
     ),
     "hub_connect_url left out": (
         'c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{HUB_PORT}"',
@@ -653,7 +746,7 @@ def test_loopback_check_reports_a_planted_hairpin(bake, tmp_path, fault):
     text = config_file.read_text(encoding="utf-8")
     assert text.count(find) == 1, f"the generated config no longer has {find!r}"
     config_file.write_text(text.replace(find, replace), encoding="utf-8")
-    env = hub_environment(project, tmp_path)
+    env = local_environment(project, tmp_path)
     assert loopback_problems(load_config(install_config(bake_case(bake, "tmp"), tmp_path / "good"), env)) == []
     problems = loopback_problems(load_config(install_config(project, tmp_path), env))
     assert any(says in problem for problem in problems), problems

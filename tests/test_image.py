@@ -11,14 +11,13 @@ push it to a registry and read it back with skopeo.
 - Builds: the default project on each base, and on bookworm one project for every
   distinct requirements.txt across the option matrix (the Dockerfile itself depends on
   hub_version only).
-- Runs: `buildah run` as the image's own user with its own ENTRYPOINT and CMD, unchanged,
-  on the host's network. The pod's surroundings are supplied from outside, as in the
-  pod: an empty directory owned by uid 1000 at /srv/jupyterhub (the PVC), an empty /tmp
-  (the emptyDir), POD_NAMESPACE, the Secret's variables, a kube config whose API server
-  is a closed port, and a hostname that resolves (the pod's /etc/hosts maps it to the
-  pod IP; JupyterHub checks the proxy at hostname:8000).
-  The config's ports are fixed (8000, 8001, 8081), so these tests need them free and
-  run in one xdist group; tests/test_hub.py uses random ports.
+- Runs: the image as the hub's pod, on the emulated cluster (tests/hubrunner.py,
+  tests/emulated_cluster.py): the development overlay is applied with this image for the
+  hub's, and the node runs it with its own ENTRYPOINT and CMD, unchanged, under the
+  Deployment's user, groups, environment (the Secret's variables, the downward API's),
+  volumes (the claim, the emptyDir at /tmp, the service account token) and read-only root
+  file system, with a network namespace and address of its own (the config's ports, as
+  they are). Nothing of the pod's surroundings is supplied by the tests.
 - Nothing is timed against a goal here: scripts/benchmark-image reports the figures.
 
 The helpers are plain functions: scripts/benchmark-image uses them too.
@@ -32,8 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -42,18 +39,8 @@ import pytest
 import requests
 
 from conftest import CHOICE_VARIABLES, ROOT, TEMPLATE, ci_is_on, clean_template, need_tool, run_cookiecutter
-from hubrunner import (
-    deployment_env,
-    descendants,
-    free_port,
-    process_argv,
-    read_env_file,
-    wait_for_exits,
-    wait_for_health,
-    write_kube_config,
-    xsrf_form,
-)
-from support.host_ports import hub_ports
+from hubrunner import HubDeployment, free_port, hub_container, process_ids, read_env_file, render, xsrf_form
+from support.kubelet import BuildahImage
 from support.tools import STANDIN_CACHE
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image")]
@@ -62,12 +49,9 @@ TEMPLATE_DIR = ROOT / "{{cookiecutter.project}}"
 STANDIN_SCRIPT = ROOT / "tests" / "image" / "build_standin_base.sh"
 IMAGE_REPO = "localhost/jupyterhub-template-test"
 CONTAINER_PREFIX = "jupyterhub-template-test"
-HUB_PORTS = (8000, 8001, 8081)  # public proxy, proxy API, hub: fixed in jupyterhub_config.py
 CONFIG_DIR = "/usr/local/etc/jupyterhub"
 EXPECTED_CMD = ["jupyterhub", "--config", f"{CONFIG_DIR}/jupyterhub_config.py"]
 EXPECTED_ENTRYPOINT = ["tini", "--"]
-NAMESPACE = "image-test-ns"
-POD_HOSTNAME = "hub-image-test"
 # The Debian releases the Dockerfile pairs Node.js and CHP for, with the Node.js major
 # each one ships. bookworm: k8s-hub 4.x; trixie: Zero to JupyterHub's next hub image.
 NODE_MAJOR = {"bookworm": 18, "trixie": 20}
@@ -216,40 +200,6 @@ def build_image(project, tag, log_path, no_cache=False, buildah=BUILDAH, timeout
     return Path(f"{log_path}.iid").read_text().strip().removeprefix("sha256:"), seconds
 
 
-# --- processes -------------------------------------------------------------------------
-def _uid(pid):
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def ports_in_use(ports=HUB_PORTS):
-    busy = []
-    for port in ports:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                busy.append(port)
-    return busy
-
-
-@pytest.fixture
-def free_hub_ports():
-    """The hub ports, free on every address: no journey's Service on 8081 meanwhile
-    (support/host_ports.py), and nothing else of this machine's on any of them."""
-    with hub_ports(alone=True):
-        busy = ports_in_use()
-        if busy:
-            pytest.skip(f"ports {busy} are in use on this machine; the image's hub needs {list(HUB_PORTS)}")
-        yield
-
-
 def secrets_for(project, authenticator):
     """What the Secret hub-secrets would hold: the development overlay's file, with OAuth test values."""
     path = Path(project) / "k8s" / "overlays" / "development" / "hub-secrets.env"
@@ -259,126 +209,14 @@ def secrets_for(project, authenticator):
     return values
 
 
-def pod_env(project, authenticator):
-    """The container's environment in the pod: the Deployment's variables and the Secret's."""
-    return {**deployment_env(project), **secrets_for(project, authenticator)}
-
-
-class ImageHub:
-    """The image run like the hub's pod: `buildah from` + `buildah run` of ENTRYPOINT + CMD.
-
-    stop() sends SIGTERM to the entrypoint (tini), which is what the kubelet does to
-    the container's PID 1; buildah's own processes are not signalled, since buildah's
-    chroot runtime kills its child outright when it gets SIGTERM itself.
-    """
-
-    def __init__(self, image, workdir, env, buildah=BUILDAH):
-        self.image = image
-        self.buildah = tuple(buildah)
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.state = self.workdir / "srv-jupyterhub"  # the PVC
-        self.state.mkdir(exist_ok=True)
-        os.chown(self.state, 1000, 1000)
-        self.state.chmod(0o755)
-        self.tmp = self.workdir / "tmp"  # the emptyDir at /tmp
-        self.tmp.mkdir(exist_ok=True)
-        self.tmp.chmod(0o1777)
-        self.kubeconfig = write_kube_config(self.workdir / "kubeconfig", f"https://127.0.0.1:{free_port()}")
-        self.kubeconfig.chmod(0o644)
-        self.env = {"POD_NAMESPACE": NAMESPACE, "KUBECONFIG": "/etc/kube/config", **env}
-        self.log_path = self.workdir / "container.log"
-        self.config = image_config(image, self.buildah)
-        self.container = None
-        self.proc = None
-        self.tree = {}
-        self.leftovers = {}
-        self.exit_code = None
-
-    def start(self):
-        name = f"{CONTAINER_PREFIX}-{os.getpid()}-{time.monotonic_ns()}"
-        # The pod's /etc/hosts maps its hostname to the pod IP; here: to loopback.
-        run([*self.buildah, "from", "--pull-never", "--name", name, "--add-host", f"{POD_HOSTNAME}:127.0.0.1", self.image])
-        self.container = name
-        # The environment goes into the working container's config, not on a command
-        # line that `ps` shows. TINI_SUBREAPER: tini is not PID 1 here, as it is in the
-        # pod, so it registers as subreaper to reap orphans the same way.
-        env_args = [a for k, v in {**self.env, "TINI_SUBREAPER": "1"}.items() for a in ("--env", f"{k}={v}")]
-        run([*self.buildah, "config", *env_args, name])
-        command = list(self.config.get("Entrypoint") or []) + list(self.config.get("Cmd") or [])
-        argv = [
-            *self.buildah, "run", "--isolation", "chroot", "--network", "host", "--hostname", POD_HOSTNAME,
-            "--volume", f"{self.state}:/srv/jupyterhub",
-            "--volume", f"{self.tmp}:/tmp",
-            "--volume", f"{self.kubeconfig}:/etc/kube/config:ro",
-            name, "--", *command,
-        ]
-        self.log = open(self.log_path, "w", encoding="utf-8")
-        self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        return self
-
-    def url(self, path):
-        return f"http://127.0.0.1:{HUB_PORTS[0]}{path}"
-
-    def wait_ready(self, timeout=120):
-        """Seconds from `buildah run` to the first 200 on /hub/health through the public port."""
-        return wait_for_health(self.proc, self.url("/hub/health"), self.started_at, timeout, self.log_tail, "container")
-
-    def processes(self):
-        return descendants(self.proc.pid) if self.proc and self.proc.poll() is None else {}
-
-    def entrypoint_pid(self):
-        entry = (self.config.get("Entrypoint") or self.config.get("Cmd"))[0]
-        for pid, argv in sorted(self.processes().items()):
-            if argv and Path(argv[0]).name == Path(entry).name:
-                return pid
-        return None
-
-    def stop(self, timeout=30):
-        """SIGTERM to the entrypoint, then SIGKILL whatever is left; removes the container."""
-        try:
-            if self.proc is not None:
-                self.tree = self.processes()
-                pid = self.entrypoint_pid()
-                if pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGTERM)
-                try:
-                    self.exit_code = self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.exit_code = None
-                # What is still running once the container's processes had the time
-                # to exit (waited for, not a fixed window).
-                self.leftovers = wait_for_exits(self.tree) if self.exit_code is not None else dict(self.tree)
-                for p, a in self.leftovers.items():
-                    if process_argv(p) == a:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(p, signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(10)
-                self.log.close()
-        finally:
-            if self.container:
-                run([*self.buildah, "rm", self.container], check=False)
-                self.container = None
-        return self.exit_code
-
-    def log_text(self):
-        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-
-    def log_tail(self, lines=40):
-        return "---- container log (last lines) ----\n" + "\n".join(self.log_text().splitlines()[-lines:])
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+def image_hub(project, tag, workdir, authenticator, buildah=BUILDAH):
+    """The project's development overlay on the emulated cluster, its hub's pod running the built
+    image `tag` (registered under the name the overlay gives the hub's image, as `skaffold run`
+    deploys it); a HubDeployment, not yet started."""
+    objects = render(project)
+    image = BuildahImage(hub_container(objects)["image"], tag, buildah=buildah)
+    secrets = secrets_for(project, authenticator) if authenticator in ("github", "generic-oauth") else None
+    return HubDeployment(project, workdir, image=image, objects=objects, secrets=secrets)
 
 
 def run_in_image(image, *argv, buildah=BUILDAH, user=None):
@@ -631,56 +469,59 @@ def test_config_protection_does_not_depend_on_the_clones_umask(images, tmp_path)
             run(["buildah", "rmi", tag], check=False)
 
 
-def test_default_image_runs_as_the_pod_would(default_image, free_hub_ports, tmp_path, record_property):
-    """ENTRYPOINT + CMD as they are, uid 1000, the PVC, POD_NAMESPACE, the Secret, a kube config:
-    healthy and serving the login page on port 8000, state on the volume, clean stop on SIGTERM."""
+def test_default_image_runs_as_the_pod_would(default_image, tmp_path, record_property):
+    """The built image as the hub's pod: ready through its probes, serving the login page,
+    state on the claim, the proxy's pid file on the emptyDir, a clean stop on SIGTERM."""
     project = default_image["project"]
-    secrets = pod_env(project, "dummy")
+    secrets = secrets_for(project, "dummy")
     assert secrets.get("JUPYTERHUB_ADMIN_PASSWORD"), "the baked hub-secrets.env has the generated passwords"
-    hub = ImageHub(default_image["tag"], tmp_path, secrets)
-    assert hub.config["User"] == "1000"
-    try:
-        hub.start()
+    hub = image_hub(project, default_image["tag"], tmp_path, "dummy")
+    with hub:
         seconds = hub.wait_ready()
-        print(f"\n[run] /hub/health answered 200 {seconds:.2f} s after `buildah run` started")
-        record_property("hub_health_seconds", round(seconds, 2))
+        print(f"\n[run] the pod was ready {seconds:.2f} s after the overlay was applied")
+        record_property("hub_ready_seconds", round(seconds, 2))
+        with contextlib.ExitStack() as on_failure:
+            on_failure.callback(lambda: print(hub.log_tail()))
+            login = requests.get(f"{hub.url}/hub/login", timeout=10, allow_redirects=False)
+            assert login.status_code == 200, login.status_code
+            assert 'name="password"' in login.text
 
-        login = requests.get(hub.url("/hub/login"), timeout=10, allow_redirects=False)
-        assert login.status_code == 200, (login.status_code, hub.log_tail())
-        assert 'name="password"' in login.text
+            # The generated admin password from the Secret logs the admin in.
+            session = requests.Session()
+            form = xsrf_form(session, f"{hub.url}/hub/login", username=TEMPLATE["admin_user"],
+                             password=secrets["JUPYTERHUB_ADMIN_PASSWORD"])
+            resp = session.post(f"{hub.url}/hub/login", data=form, timeout=10, allow_redirects=False)
+            assert resp.status_code == 302, resp.status_code
+            admin = session.get(f"{hub.url}/hub/admin", timeout=10, allow_redirects=False)
+            assert admin.status_code == 200, (admin.status_code, admin.headers.get("Location"))
 
-        # The generated admin password from the Secret logs the admin in.
-        session = requests.Session()
-        form = xsrf_form(session, hub.url("/hub/login"), username=TEMPLATE["admin_user"],
-                         password=secrets["JUPYTERHUB_ADMIN_PASSWORD"])
-        resp = session.post(hub.url("/hub/login"), data=form, timeout=10, allow_redirects=False)
-        assert resp.status_code == 302, (resp.status_code, hub.log_tail())
-        admin = session.get(hub.url("/hub/admin"), timeout=10, allow_redirects=False)
-        assert admin.status_code == 200, (admin.status_code, admin.headers.get("Location"), hub.log_tail())
+            processes = hub.processes()
+            hub_pids = [p for p, a in processes.items() if any(x.endswith("/jupyterhub") or x == "jupyterhub" for x in a[:2])]
+            assert hub_pids and all(process_ids(p)[0][0] == 1000 for p in hub_pids), processes
+            chp = [p for p, a in processes.items() if any("configurable-http-proxy" in x for x in a)]
+            assert chp and all(process_ids(p)[0][0] == 1000 for p in chp), "the hub started its proxy, as uid 1000"
+            culler = [p for p, a in processes.items() if "jupyterhub_idle_culler" in a]
+            assert culler, "idle_culling=yes: the culler runs as a hub-managed service"
 
-        processes = hub.processes()
-        hub_pids = [p for p, a in processes.items() if any(x.endswith("/jupyterhub") or x == "jupyterhub" for x in a[:2])]
-        assert hub_pids and all(_uid(p) == 1000 for p in hub_pids), processes
-        chp = [p for p, a in processes.items() if any("configurable-http-proxy" in x for x in a)]
-        assert chp and all(_uid(p) == 1000 for p in chp), "the hub started its proxy, as uid 1000"
-        culler = [p for p, a in processes.items() if "jupyterhub_idle_culler" in a]
-        assert culler, "idle_culling=yes: the culler runs as a hub-managed service"
+            state = {p.name: p for p in hub.host_path("/srv/jupyterhub").iterdir()}
+            assert {"jupyterhub.sqlite", "jupyterhub_cookie_secret"} <= set(state), state
+            assert all(p.stat().st_uid == 1000 for p in state.values())
+            assert state["jupyterhub_cookie_secret"].stat().st_mode & 0o077 == 0
+            pid_file = hub.host_path("/tmp/jupyterhub-proxy.pid")
+            assert pid_file.exists(), "the proxy's pid file goes to the emptyDir at /tmp"
+            on_failure.pop_all()
 
-        state = {p.name: p for p in hub.state.iterdir()}
-        assert {"jupyterhub.sqlite", "jupyterhub_cookie_secret"} <= set(state), state
-        assert all(p.stat().st_uid == 1000 for p in state.values())
-        assert state["jupyterhub_cookie_secret"].stat().st_mode & 0o077 == 0
-        pid_file = Path(secrets["JUPYTERHUB_PROXY_PID_FILE"])
-        assert pid_file.parent == Path("/tmp") and (hub.tmp / pid_file.name).exists(), (
-            f"the proxy's pid file goes to {pid_file}, in the emptyDir at /tmp"
+        # SIGTERM to the container's PID 1 (tini), as the kubelet stops it.
+        pod = hub.pod
+        hub.cluster.delete_pod(hub.namespace, pod)
+        [run] = [c for ns, name, c in hub.cluster.container_runs if name == pod]
+        assert run.proc.returncode == 0 and not run.killed, (
+            f"SIGTERM to tini: the container should exit 0 by itself, got {run.proc.returncode}"
+            f"{' after SIGKILL' if run.killed else ''}\n{hub.log_tail()}"
         )
-    finally:
-        code = hub.stop()
-    assert code == 0, f"SIGTERM to tini: the container should exit 0, got {code}\n{hub.log_tail()}"
-    assert not hub.leftovers, f"processes left after the hub stopped: {hub.leftovers}"
 
 
-def test_every_requirements_variant_builds_and_starts(images, free_hub_ports, tmp_path):
+def test_every_requirements_variant_builds_and_starts(images, tmp_path):
     """One image per distinct requirements.txt of the matrix: it builds, and the hub in it
     starts with the chosen authenticator, and the culler only where it was chosen."""
     seen, failures = {images({})["tag"]}, []  # the default: booted in full above
@@ -690,23 +531,19 @@ def test_every_requirements_variant_builds_and_starts(images, free_hub_ports, tm
             continue
         seen.add(image["tag"])
         authenticator = combo["authenticator"]
-        hub = ImageHub(image["tag"], tmp_path / variant_tag(combo), pod_env(image["project"], authenticator))
         try:
-            hub.start()
-            seconds = hub.wait_ready()
-            culler = any("jupyterhub_idle_culler" in a for a in hub.processes().values())
-            used = re.search(r"Using Authenticator: (\S+)", hub.log_text())
-            print(f"\n[variant] {image['tag']}: healthy after {seconds:.2f} s, {used and used.group(1)}, culler={culler}")
-            if not used or AUTHENTICATOR_CLASSES[authenticator] not in used.group(1):
-                failures.append(f"{image['tag']}: authenticator {used and used.group(1)}")
-            if culler != (combo["idle_culling"] == "yes"):
-                failures.append(f"{image['tag']}: idle culler running={culler}")
+            with image_hub(image["project"], image["tag"], tmp_path / variant_tag(combo), authenticator) as hub:
+                seconds = hub.wait_ready()
+                hub.wait_running()
+                culler = any("jupyterhub_idle_culler" in a for a in hub.processes().values())
+                used = re.search(r"Using Authenticator: (\S+)", hub.log_text())
+                print(f"\n[variant] {image['tag']}: ready after {seconds:.2f} s, {used and used.group(1)}, culler={culler}")
+                if not used or AUTHENTICATOR_CLASSES[authenticator] not in used.group(1):
+                    failures.append(f"{image['tag']}: authenticator {used and used.group(1)}")
+                if culler != (combo["idle_culling"] == "yes"):
+                    failures.append(f"{image['tag']}: idle culler running={culler}")
         except AssertionError as error:
             failures.append(f"{image['tag']}: {error}")
-        finally:
-            code = hub.stop()
-        if code != 0 or hub.leftovers:
-            failures.append(f"{image['tag']}: stop exit={code}, leftovers={hub.leftovers}")
     print(f"\n[variant] {len(seen)} distinct requirements.txt in {len(requirements_combos())} combinations")
     assert not failures, "\n".join(failures)
 

@@ -1,27 +1,38 @@
 """From the login form to a running kernel: real user servers, spawned by the generated
 config on an emulated cluster (tests/emulated_cluster.py), for dummy, native and tmp.
 
+The hub's pod is the development overlay's, run as the cluster would run it
+(tests/hubrunner.py); the users' pods are what KubeSpawner asks the API server for, admitted
+by the namespace's restricted Pod Security profile and run as given.
+
 Each journey: log in through the real form; start the server as a browser does; it
-answers through the proxy; the pod as the API server received it; a kernel runs 1+1
-over its WebSocket through the proxy; the hub restarts (its proxy dies with it) and the
-server is reached again without a new pod; stopping deletes the pod and keeps the
-claim; scripts/smoke-test passes; the idle culler stops an idle server; and the Role
-refused nothing. Plus: a Role without `create` on pods makes the spawn fail with a 403,
-and scripts/smoke-test then fails naming its step.
+answers through the proxy; the pod as the API server received it, and as the node runs
+it; a kernel runs 1+1 over its WebSocket through the proxy; `kubectl rollout restart` of
+the hub (its proxy dies with it) and the server is reached again without a new pod;
+stopping deletes the pod and keeps the claim; scripts/smoke-test passes; the idle culler
+stops an idle server; the admin deletes the user (and KubeSpawner the claim); and the Role
+is minimal by evidence: the hub was refused nothing, and every verb it grants was used or
+is excused by its comment (support/role_evidence.py). Plus: a Role without `create` on pods
+makes the spawn fail with a 403, and scripts/smoke-test then fails naming its step.
 """
 
 import collections
+import copy
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import need_tool
-from hubrunner import CHP_BIN, NAMESPACE
+from hubrunner import CHP_BIN, container_path, hub_deployment, process_environ, process_ids
 from journey import (
     LOGIN,
     SINGLEUSER_BIN,
     Deployment,
+    api,
+    form_login,
     open_server,
     render,
     restart_hub,
@@ -31,11 +42,11 @@ from journey import (
     stop_server,
     wait_until_answers,
 )
-from emulated_cluster import role_of
+from support import role_evidence
 
-# No xdist group: each journey has its own emulated cluster (addresses, ports, mount
-# namespace), and they spend most of their time waiting (for servers, for the culler), so
-# they run side by side on as many workers as are free (tests/conftest.py starts them first).
+# No xdist group: each journey has its own emulated cluster (bridge, addresses, ports), and
+# they spend most of their time waiting (for servers, for the culler), so they run side by
+# side on as many workers as are free (tests/conftest.py starts them first).
 pytestmark = pytest.mark.slow
 
 USER_IMAGE = "registry.example.org/team/notebook:2026.1"
@@ -47,72 +58,96 @@ CASES = {
     "tmp": dict(authenticator="tmp", user_storage="yes", idle_culling="yes", idle_timeout="60",
                 user_image=USER_IMAGE),
 }
+ADMIN = "hubadmin"
 
 
 @pytest.fixture(scope="module")
 def tools():
     need_tool("node")
     need_tool("kubectl")
+    need_tool("tini")
     for path in (CHP_BIN / "configurable-http-proxy", SINGLEUSER_BIN / "jupyterhub-singleuser"):
         if not path.exists():
             message = f"{path} is missing: run scripts/install-test-tools"
             pytest.skip(message)
     if os.geteuid() != 0:
-        message = "the emulated cluster needs root (a mount namespace, pods as uid 1000)"
+        message = "the emulated cluster needs root (namespaces, mounts, a bridge)"
         pytest.skip(message)
 
 
 def user_image(project):
-    import re
-
     return re.search(r'^USER_IMAGE = "([^"]+)"', (Path(project) / "jupyterhub_config.py").read_text(), re.M)[1]
 
 
 def check_pod(deployment, context, name):
-    """The pod as the API server received it, and the process the kubelet made of it."""
-    cluster = deployment.cluster
+    """The pod as the API server received it, and the container the node made of it."""
+    cluster, namespace = deployment.cluster, deployment.namespace
     creates = [r for r in cluster.requests if (r["verb"], r["resource"], r["status"]) == ("create", "pods", 201)]
-    assert creates and creates[-1]["namespace"] == NAMESPACE, creates
-    pod_name = cluster.created_names("pods")[-1]
-    pod = cluster.received[("pods", pod_name)]
+    assert creates and creates[-1]["namespace"] == namespace, creates
+    pod_name = cluster.created_names("pods", namespace)[-1]
+    pod = cluster.received[("pods", namespace, pod_name)]
     spec = pod["spec"]
     [container] = spec["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert pod["metadata"]["labels"]["hub.jupyter.org/username"] == name, pod["metadata"]["labels"]
     assert container["image"] == user_image(deployment.project), container["image"]
-    assert env["JUPYTERHUB_API_URL"] == f"http://hub.{NAMESPACE}.svc:8081/hub/api", env
-    security = {**spec.get("securityContext", {}), **container["securityContext"]}
+    assert env["JUPYTERHUB_API_URL"] == f"http://hub.{namespace}.svc:8081/hub/api", env
+    # What the restricted profile asks of it, as KubeSpawner sent it (the admission let it in).
+    pod_context, context_ = spec.get("securityContext") or {}, container.get("securityContext") or {}
+    security = {**pod_context, **context_}
     assert security["runAsNonRoot"] is True and security["runAsUser"] == 1000, security
-    assert security["allowPrivilegeEscalation"] is False, security
+    assert security["allowPrivilegeEscalation"] is False and not security.get("privileged"), security
+    assert security.get("seccompProfile", {}).get("type") == "RuntimeDefault", security
+    assert "ALL" in context_["capabilities"]["drop"] and not context_["capabilities"].get("add"), security
+    assert pod_context.get("fsGroup") == 100, f"fsGroup {pod_context.get('fsGroup')}: the users' group, so that the claim is theirs"
     assert spec["automountServiceAccountToken"] is False, spec
     claims = [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
     if context["user_storage"] == "yes":
         # claim-<name>, the name escaped for Kubernetes as KubeSpawner does it.
         assert len(claims) == 1 and claims[0].startswith("claim-"), spec.get("volumes")
-        assert claims == cluster.created_names("persistentvolumeclaims")[-1:], (claims, cluster.created)
+        assert claims == cluster.created_names("persistentvolumeclaims", namespace)[-1:], (claims, cluster.created)
+        volume = cluster.volume_path(namespace, claims[0])
+        info = volume.stat()
+        assert info.st_gid == 100 and info.st_mode & 0o2070 == 0o2070, f"the claim is {oct(info.st_mode)} group {info.st_gid}"
     else:
         assert claims == [], spec.get("volumes")
 
-    # The kubelet ran it as uid 1000 with the pod's environment (+ the image's PATH and HOME).
-    proc = cluster.pod_process(pod_name)
-    status = Path(f"/proc/{proc.pid}/status").read_text()
-    assert "\nUid:\t1000\t1000\t1000\t1000\n" in status, status
-    environ = dict(
-        item.decode().split("=", 1) for item in Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0") if item
-    )
-    pod_ip = cluster.objects["pods"][pod_name]["status"]["podIP"]
-    expected = {k: v.replace("0.0.0.0", pod_ip) for k, v in env.items()}
-    assert {k: v for k, v in environ.items() if k not in ("PATH", "HOME")} == expected, environ
+    # The node ran it as uid 1000 in the users' group, with the pod's environment, no token.
+    pid = cluster.pod_process(namespace, pod_name)
+    uids, gids, groups = process_ids(pid)
+    assert set(uids) == {1000} and set(gids) == {100} and 100 in groups, (uids, gids, groups)
+    environ = process_environ(pid)
+    assert {k: environ.get(k) for k in env} == env, environ
+    assert not container_path(pid, "/var/run/secrets/kubernetes.io").exists(), "the user's container holds an API token"
     return pod_name, (claims or [None])[0]
+
+
+def check_hub_pod(deployment):
+    """The hub as the node runs it: the Deployment's user, groups and volumes, a read-only root."""
+    hub_pid = deployment.find_process("jupyterhub")[0]
+    template = hub_deployment(deployment.objects)["spec"]["template"]["spec"]
+    [container] = template["containers"]
+    uids, gids, groups = process_ids(hub_pid)
+    assert set(uids) == {container["securityContext"]["runAsUser"]}, uids
+    assert set(gids) == {container["securityContext"]["runAsGroup"]}, gids
+    assert template["securityContext"]["fsGroup"] in groups, groups
+    environ = process_environ(hub_pid)
+    assert environ["POD_NAMESPACE"] == deployment.namespace, environ.get("POD_NAMESPACE")
+    assert container_path(hub_pid, "/var/run/secrets/kubernetes.io/serviceaccount/token").is_file(), "the hub has no service account token"
+    mounts = Path(f"/proc/{hub_pid}/mountinfo").read_text().splitlines()
+    root_mount = next(line.split() for line in mounts if line.split()[4] == "/")
+    assert "ro" in root_mount[5].split(","), f"the hub's root file system is not read-only: {root_mount}"
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_journey(bake, tools, tmp_path, case, record_property):
     context = CASES[case]
-    project = bake(admin_user="hubadmin", **context)
+    project = bake(admin_user=ADMIN, **context)
     with Deployment(project, tmp_path, user_image(project), context["authenticator"]) as deployment:
-        hub, cluster = deployment.hub, deployment.cluster
+        hub, cluster, namespace = deployment.hub, deployment.cluster, deployment.namespace
         try:
+            check_hub_pod(deployment)
+
             # 1. Log in through the form; start the server; it answers through the proxy.
             session, name = LOGIN[case](deployment)
             start_server(session, hub, name)
@@ -122,26 +157,25 @@ def test_journey(bake, tools, tmp_path, case, record_property):
             # 2. The pod, as the API server received it; the claim.
             pod_name, claim = check_pod(deployment, context, name)
             routes = hub.routes()
-            pod_ip = cluster.objects["pods"][pod_name]["status"]["podIP"]
+            pod_ip = cluster.pods(namespace)[pod_name]["status"]["podIP"]
             assert routes[f"/user/{name}"]["target"] == f"http://{pod_ip}:8888", routes
 
             # 3. A kernel runs 1+1 over its WebSocket, through the proxy.
             assert run_code(session, hub, name, "1+1") == "2"
 
             # 4. The hub restarts, its proxy with it: same pod, reached through the new proxy.
-            pods_before = cluster.created_names("pods")
+            pods_before = cluster.created_names("pods", namespace)
             window = restart_hub(hub) + wait_until_answers(session, hub, name)
             record_property("restart_window_seconds", round(window, 2))
             print(f"\n[{case}] hub restart: user server answering again after {window:.2f} s")
-            assert cluster.created_names("pods") == pods_before, "the restart created a pod"
-            assert cluster.pod_process(pod_name).poll() is None, "the user's server died with the hub"
+            assert cluster.created_names("pods", namespace) == pods_before, "the restart created a pod"
+            assert cluster.pod_process(namespace, pod_name), "the user's server died with the hub"
 
             # 5. Stopping deletes the pod; the claim stays.
             stop_server(session, hub, name)
-            cluster.wait_for(lambda: pod_name not in cluster.objects["pods"], 60, "the pod going after the stop")
-            assert cluster.pod_process(pod_name) is None
+            cluster.wait_for(lambda: pod_name not in cluster.pods(namespace), 60, "the pod going after the stop")
             if context["user_storage"] == "yes":
-                assert claim in cluster.objects["persistentvolumeclaims"], "the claim went with the pod"
+                assert claim in cluster.claims(namespace), "the claim went with the pod"
 
             # The generated scripts/smoke-test, as a user runs it after deploying.
             # (native: as the admin, with the secrets file's password, like dummy's users)
@@ -153,23 +187,42 @@ def test_journey(bake, tools, tmp_path, case, record_property):
 
             # 6. The idle culler stops an idle server (nobody asks the hub to).
             start_server(session, hub, name)
-            pod_name = cluster.created_names("pods")[-1]
+            pod_name = cluster.created_names("pods", namespace)[-1]
             deletes_before = [r for r in cluster.requests if r["verb"] == "delete"]
-            cluster.wait_for(lambda: pod_name not in cluster.objects["pods"], 200, "the culler stopping the idle server")
-            assert "Culling server" in hub.log_text() or "culling" in hub.log_text().lower(), hub.log_tail()
+            cluster.wait_for(lambda: pod_name not in cluster.pods(namespace), 200, "the culler stopping the idle server")
+            assert "culling" in hub.log_text().lower(), hub.log_tail()
             assert len([r for r in cluster.requests if r["verb"] == "delete"]) > len(deletes_before)
 
             # A claim is created once per user, however often the server starts.
-            claims = collections.Counter(cluster.created_names("persistentvolumeclaims"))
+            claims = collections.Counter(cluster.created_names("persistentvolumeclaims", namespace))
             if context["user_storage"] == "yes":
                 assert claims[claim] == 1 and set(claims.values()) == {1}, claims
             else:
                 assert not claims, claims
 
-            # 7. Nothing was refused by the Role, and KubeSpawner did use the API.
-            assert cluster.refused() == [], cluster.refused()
-            verbs = {(r["verb"], r["resource"]) for r in cluster.requests}
-            assert {("create", "pods"), ("delete", "pods"), ("watch", "pods"), ("watch", "events")} <= verbs, verbs
+            # 7. The admin deletes the user (the admin panel's "Delete User"); KubeSpawner
+            # deletes the claim with it. (native: the user is the admin, who cannot delete
+            # itself, and has no claim; tmp: nobody can log in as the admin.)
+            if case == "dummy":
+                admin = form_login(hub, ADMIN, deployment.secrets["JUPYTERHUB_ADMIN_PASSWORD"])
+                deadline = time.monotonic() + 60  # until the hub has finished the culler's stop
+                while api(admin, hub, "GET", f"/users/{name}").json().get("servers") and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                resp = api(admin, hub, "DELETE", f"/users/{name}")
+                assert resp.status_code == 204, f"DELETE /users/{name}: {resp.status_code} {resp.text[:300]}"
+                if context["user_storage"] == "yes":
+                    cluster.wait_for(lambda: claim not in cluster.claims(namespace), 60, "the claim going with its user")
+
+            # 8. The Role: sufficient (nothing refused) and minimal by evidence.
+            user = f"system:serviceaccount:{namespace}:hub"
+            rules = deployment.cluster.rules(namespace, "hub")
+            role_source = (deployment.project / "k8s" / "base" / "hub-role.yaml").read_text(encoding="utf-8")
+            from kubespawner import KubeSpawner
+
+            assert role_evidence.problems(rules, cluster.requests, user, role_source, KubeSpawner) == []
+            # A negative control on the same evidence: one verb more is caught.
+            wider = copy.deepcopy(rules) + [{"apiGroups": [""], "resources": ["pods"], "verbs": ["update"]}]
+            assert role_evidence.problems(wider, cluster.requests, user, role_source, KubeSpawner), "an unused verb passed"
         except AssertionError as error:
             error.args = (f"{error}\n{deployment.logs()}",)
             raise
@@ -177,12 +230,13 @@ def test_journey(bake, tools, tmp_path, case, record_property):
 
 def test_role_is_enforced(bake, tools, tmp_path):
     """Without `create` on pods in the Role, the spawn fails with a 403, and smoke-test says where."""
-    project = bake(admin_user="hubadmin", **CASES["dummy"])
-    rules = role_of(render(project))
-    for rule in rules:
-        if "pods" in rule["resources"]:
-            rule["verbs"] = [v for v in rule["verbs"] if v != "create"]
-    with Deployment(project, tmp_path, user_image(project), "dummy", rules=rules) as deployment:
+    project = bake(admin_user=ADMIN, **CASES["dummy"])
+    objects = render(project)
+    for role in (o for o in objects if o["kind"] == "Role"):
+        for rule in role["rules"]:
+            if "pods" in rule["resources"]:
+                rule["verbs"] = [v for v in rule["verbs"] if v != "create"]
+    with Deployment(project, tmp_path, user_image(project), "dummy", objects=objects) as deployment:
         result = smoke_test(deployment, "--timeout", "120")
         output = result.stdout + result.stderr
         assert result.returncode == 1, output
@@ -190,8 +244,9 @@ def test_role_is_enforced(bake, tools, tmp_path):
         assert "FAILED at step 'start server'" in result.stderr, output
         assert "] log in: ok" in result.stdout, output
         refused = [(r["verb"], r["resource"], r["namespace"]) for r in deployment.cluster.refused()]
-        assert ("create", "pods", NAMESPACE) in refused, deployment.cluster.log_tail()
-        assert deployment.cluster.objects["pods"] == {}, "a pod exists although the Role forbids creating it"
+        assert ("create", "pods", deployment.namespace) in refused, deployment.cluster.log_tail()
+        singleuser = [n for n, p in deployment.cluster.pods(deployment.namespace).items() if "hub.jupyter.org/username" in p["metadata"].get("labels", {})]
+        assert singleuser == [], "a user pod exists although the Role forbids creating it"
         assert "403" in deployment.hub.log_text(), deployment.hub.log_tail()
 
 
@@ -220,8 +275,6 @@ def test_smoke_test_ships_in_every_project(bake, authenticator):
 
 def test_both_readmes_state_the_restart_trade_off(bake):
     """The window the benchmark measured, with its machine and date, where users read it."""
-    import re
-
     template_readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     generated_readme = (bake() / "README.md").read_text()
     for name, text in (("README.md", template_readme), ("the generated README.md", generated_readme)):
