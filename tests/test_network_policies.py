@@ -24,8 +24,9 @@ import pytest
 
 from conftest import MATRIX, OVERLAYS, combo_id
 from support.labels import selects
+from support import paths
 from support.netpol import hub_pod, one
-from test_security import CASES, user_pod_labels
+from test_security import CASES, user_pod_labels, user_port
 
 API_SERVER_PORTS = {443, 6443, 8443, 16443}
 
@@ -279,3 +280,110 @@ def test_checks_catch_policies_that_open_too_much_or_too_little(rendered):
     }
     for what, change in user_breaks.items():
         assert check_singleuser_egress(broken(change), users), f"not caught: {what}"
+
+
+# --- The needed-paths table (tests/needed_paths.yaml), in both directions --------------------
+
+
+def answers(case):
+    """What the table's `when` and endpoints read of a combination."""
+    from test_security import context_of
+
+    keys = ("authenticator", "idle_culling", "ingress_controller_namespace", "__oauth_token_url", "__oauth_userdata_url")
+    return {k: v for k, v in context_of(case).items() if k in keys}
+
+
+def table_check(docs, hub_config, case):
+    from conftest import TEMPLATE
+
+    return paths.evaluate(docs, hub_config, case, user_pod_labels(hub_config), user_port(hub_config), TEMPLATE)
+
+
+def planted_removal_check(docs, hub_config, case):
+    """For each needed row: the rules that carry it, taken out, leave it closed; and no rule of
+    the render carries no needed row (a rule nobody needs is a hole)."""
+    from conftest import TEMPLATE
+
+    table = paths.table()
+    found = paths.endpoints(docs, hub_config, case, user_pod_labels(hub_config), user_port(hub_config), TEMPLATE)
+    problems, carried = [], set()
+    for row in (r for r in table["needed"] if paths.applies(r, case)):
+        if row["to"] == "hub-loopback":
+            planted = copy.deepcopy(hub_config)
+            planted.JupyterHub.hub_connect_url = "http://hub.namespace.svc:8081"
+            if paths.loopback_row_open(planted, docs, found):
+                problems.append(f"{row['name']}: still open with hub_connect_url through the Service")
+            continue
+        rules = paths.rules_carrying(row, docs, found, hub_config)
+        if not rules:
+            problems.append(f"{row['name']}: no NetworkPolicy rule carries it (is the pod fenced at all?)")
+            continue
+        carried |= rules
+        if not paths.row_problems(row, paths.without_rules(docs, rules), found, hub_config, want_open=True):
+            problems.append(f"{row['name']}: still open without the rules {sorted(rules)}")
+    every = {
+        (p["metadata"]["name"], direction, index)
+        for p in docs if p["kind"] == "NetworkPolicy"
+        for direction, key in (("Egress", "egress"), ("Ingress", "ingress"))
+        for index, _ in enumerate(p["spec"].get(key) or [])
+    }  # fmt: skip
+    for name, direction, index in sorted(every - carried):
+        problems.append(f"NetworkPolicy/{name} {direction.lower()} rule {index} carries no needed path of the table")
+    return problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("case", CASES + OAUTH_CASES, ids=combo_id)
+def test_every_needed_path_is_open_and_the_others_closed(rendered, case, overlay):
+    docs, hub_config = rendered(case, overlay)
+    problems = once_per_render(table_check, docs, hub_config, answers(case))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("case", CASES + OAUTH_CASES, ids=combo_id)
+def test_each_needed_path_closes_when_its_rules_are_removed(rendered, case, overlay):
+    docs, hub_config = rendered(case, overlay)
+    problems = once_per_render(planted_removal_check, docs, hub_config, answers(case))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_table_catches_the_faults_a_cluster_would_show(rendered):
+    """The planted faults of the review that found these holes: each is reported."""
+    case = dict(CASES[0], ingress_controller_namespace="ingress-nginx")
+    docs, hub_config = rendered(case, "development")
+    assert table_check(docs, hub_config, answers(case)) == []
+
+    def broken(change):
+        mutated = copy.deepcopy(docs)
+        change(one(mutated, "NetworkPolicy", "hub"), one(mutated, "NetworkPolicy", "singleuser"))
+        return table_check(mutated, hub_config, answers(case))
+
+    def rule(policy, key, port):
+        return next(r for r in policy["spec"][key] if any(p.get("port") == port for p in r.get("ports") or []))
+
+    faults = {
+        "the proxy may not reach user servers": lambda hub, _: hub["spec"]["egress"].remove(rule(hub, "egress", "notebook-port")),
+        "user servers do not let the proxy in": lambda _, users: users["spec"]["ingress"].clear(),
+        "the Ingress may not reach the proxy": lambda hub, _: hub["spec"]["ingress"].remove(rule(hub, "ingress", "http")),
+        "the hub API over UDP": lambda hub, _: rule(hub, "ingress", "hub")["ports"][0].update(protocol="UDP"),
+        "the proxy port over UDP": lambda hub, _: rule(hub, "ingress", "http")["ports"][0].update(protocol="UDP"),
+        "user servers may not reach the hub": lambda _, users: users["spec"]["egress"].remove(rule(users, "egress", "hub")),
+        "the hub API from everyone": lambda hub, _: rule(hub, "ingress", "hub").pop("from"),
+        "a range that misses 6443": lambda hub, _: hub["spec"]["egress"][1].update(ports=[{"port": 443, "endPort": 6000, "protocol": "TCP"}]),
+        "no DNS over TCP": lambda hub, _: hub["spec"]["egress"][0]["ports"].remove({"port": 53, "protocol": "TCP"}),
+        "the Ingress from any namespace": lambda hub, _: rule(hub, "ingress", "http")["from"][0].update(namespaceSelector={}),
+    }
+    for what, change in faults.items():
+        assert broken(change), f"not caught: {what}"
+    # endPort is honoured: a range that covers the API server's ports opens them.
+    covered = copy.deepcopy(docs)
+    one(covered, "NetworkPolicy", "hub")["spec"]["egress"][1]["ports"] = [{"port": 443, "endPort": 16443, "protocol": "TCP"}]
+    assert not [p for p in table_check(covered, hub_config, answers(case)) if "API server" in p]
+
+
+def test_the_table_lists_every_path_the_issue_names():
+    names = {row["name"] for row in paths.table()["needed"]}
+    for wanted in ("ingress controller to the proxy's public port", "proxy to the user servers", "user servers to the hub API",
+                   "hub to the API server", "hub to DNS", "hub to the identity provider", "idle culler to the hub API"):
+        assert wanted in names, wanted
