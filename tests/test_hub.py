@@ -565,19 +565,70 @@ def test_user_pod(bake, case, tmp_path, monkeypatch):
     else:
         assert claims == [], f"user_storage=no, yet a claim is mounted: {spec.get('volumes')}"
 
-    security = container["securityContext"]
-    assert security["allowPrivilegeEscalation"] is False and security.get("privileged") is not True, security
-    assert security["runAsUser"] == 1000 and security["runAsNonRoot"] is True, security
-    assert security["capabilities"]["drop"] == ["ALL"], security
-    assert security["seccompProfile"] == {"type": "RuntimeDefault"}, security
-    assert spec["securityContext"].get("fsGroup") == 100, f"fsGroup: the users' group owns the claim; {spec.get('securityContext')}"
-    assert spec["automountServiceAccountToken"] is False, summary
-    # What a namespace enforcing the restricted Pod Security profile admits.
-    assert pod_security.violations(pod, "restricted") == [], pod_security.admission_error(pod, "jupyter-alice", "restricted")
+    assert user_pod_security_problems(pod) == [], summary
     # The NetworkPolicies select user pods by these labels.
     labels = pod["metadata"]["labels"]
     assert labels.get("app.kubernetes.io/name") == "jupyterhub", labels
     assert labels.get("app.kubernetes.io/component") == "singleuser-server", labels
+
+
+def user_pod_security_problems(pod):
+    """What keeps a user's pod from being the unprivileged, restricted pod the README promises."""
+    spec = pod["spec"]
+    [container] = spec["containers"]
+    security = container.get("securityContext") or {}
+    pod_context = spec.get("securityContext") or {}
+    problems = []
+    if security.get("allowPrivilegeEscalation") is not False:
+        problems.append("allowPrivilegeEscalation is not false")
+    if security.get("privileged"):
+        problems.append("privileged")
+    if security.get("runAsUser", pod_context.get("runAsUser")) != 1000 or security.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True:
+        problems.append("not runAsNonRoot as uid 1000")
+    if "ALL" not in ((security.get("capabilities") or {}).get("drop") or []):
+        problems.append("capabilities not dropped")
+    if (security.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        problems.append("no RuntimeDefault seccomp profile")
+    # The users' group (100) owns the claim through fsGroup; without it a new volume is root's.
+    if pod_context.get("fsGroup") != 100:
+        problems.append(f"fsGroup {pod_context.get('fsGroup')}, not the users' group 100")
+    if spec.get("automountServiceAccountToken") is not False:
+        problems.append("a service account token is mounted")
+    # What a namespace enforcing the restricted Pod Security profile admits.
+    problems += [f"{check} ({why})" for check, why in pod_security.violations(pod, "restricted")]
+    return problems
+
+
+USER_POD_FAULTS = {
+    "privileged": "c.KubeSpawner.privileged = True",
+    "no seccomp profile": 'c.KubeSpawner.container_security_context = {"runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}',
+    "no fsGroup": "c.KubeSpawner.fs_gid = None",
+    "privilege escalation": "c.KubeSpawner.allow_privilege_escalation = None",
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_user_pod_checks_catch_planted_faults(bake, tmp_path, monkeypatch):
+    """The checks of test_user_pod, on pods KubeSpawner builds from configs changed the wrong way."""
+    from traitlets.config import PyFileConfigLoader
+
+    source = bake_case(bake, "tmp")
+    for fault, line in USER_POD_FAULTS.items():
+        project = tmp_path / fault.replace(" ", "-")
+        shutil.copytree(source, project)
+        with open(project / "jupyterhub_config.py", "a", encoding="utf-8") as config:
+            config.write(f"\n{line}  # planted by test_hub.py\n")
+        config_file = install_config(project, project / "installed")
+        env = local_environment(project, project / "work")
+        env["KUBECONFIG"] = str(write_kube_config(project / "kubeconfig"))
+        with monkeypatch.context() as patch:
+            for name in [n for n in os.environ if n not in env]:
+                patch.delenv(name)
+            for name, value in env.items():
+                patch.setenv(name, value)
+            config = PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
+            _, pod = asyncio.run(pod_manifest(config, "alice"))
+        assert user_pod_security_problems(pod), f"not caught: {fault}"
 
 
 @pytest.mark.parametrize(

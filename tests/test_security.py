@@ -411,6 +411,99 @@ def test_checks_catch_broken_manifests(render):
     )  # fmt: skip
 
 
+# --- C. The hub's Deployment: settings with consequences on a real cluster ---------------------
+
+# The startup probe must let a cold start through, with room: the slowest start measured
+# (README.md, "The image: weight and rebuild time", container start to the first 200 on
+# /hub/health, read from there so the two cannot drift apart) times this margin. The margin
+# covers what the benchmark does not see: a slower node, a database migration after a
+# k8s-hub upgrade, a busy API server; a probe that gives up first kills the hub in a loop.
+STARTUP_MARGIN = 5
+
+
+def measured_cold_start_seconds():
+    """The worst container-start-to-health figure of the README's benchmark table."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| container start to first 200 on `/hub/health`"))
+    return max(float(x) for x in re.findall(r"worst ([0-9.]+) s", row))
+
+
+def check_deployment_invariants(docs):
+    problems = []
+    deployment = one(docs, "Deployment")
+    spec = deployment["spec"]
+    # One hub: JupyterHub keeps its state in one SQLite file and in memory (the proxy's
+    # routes, the spawners); a second replica would spawn the same users twice and write
+    # the same database from two processes.
+    if spec.get("replicas", 1) != 1:
+        problems.append(f"replicas {spec.get('replicas')}: exactly one hub may run")
+    # Recreate: the old hub stops before the new one starts. RollingUpdate starts the new
+    # one first: two hubs on one SQLite file, and on a multi-node cluster the new pod waits
+    # forever for the ReadWriteOnce volume still attached to the old pod's node (Multi-Attach
+    # error), so the rollout hangs.
+    strategy = (spec.get("strategy") or {}).get("type", "RollingUpdate")
+    if strategy != "Recreate":
+        problems.append(f"strategy {strategy}: the hub's Deployment must use Recreate")
+    # ReadWriteOnce: SQLite on a shared file system (ReadWriteMany, NFS) with more than one
+    # writer corrupts the database or locks up; the volume belongs to one hub on one node.
+    volumes = {v["name"]: v for v in spec["template"]["spec"].get("volumes") or []}
+    claims = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    [container] = [c for c in spec["template"]["spec"]["containers"] if c["name"] == "hub"]
+    state = [m for m in container.get("volumeMounts") or [] if m["mountPath"] == "/srv/jupyterhub"]
+    if len(state) != 1 or "persistentVolumeClaim" not in volumes.get(state[0]["name"], {}):
+        problems.append("the hub's state (/srv/jupyterhub) is not on a claim")
+    else:
+        claim = claims.get(volumes[state[0]["name"]]["persistentVolumeClaim"]["claimName"])
+        if claim is None:
+            problems.append("the hub's claim is not part of the render")
+        elif claim["spec"].get("accessModes") != ["ReadWriteOnce"]:
+            problems.append(f"the hub's claim has accessModes {claim['spec'].get('accessModes')}, expected [ReadWriteOnce]")
+    # The startup probe's budget covers a cold start, with STARTUP_MARGIN.
+    probe = container.get("startupProbe") or {}
+    budget = probe.get("initialDelaySeconds", 0) + probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+    needed = STARTUP_MARGIN * measured_cold_start_seconds()
+    if not probe:
+        problems.append("no startupProbe: the liveness probe would judge a hub that is still starting")
+    elif budget < needed:
+        problems.append(f"the startup probe gives up after {budget} s; a cold start needs up to {needed:.0f} s ({STARTUP_MARGIN} x the measured worst)")
+    return problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("case", CASES, ids=combo_id)
+def test_the_hubs_deployment_keeps_its_invariants(render, case, overlay):
+    docs, _, _ = render(case, overlay)
+    assert_no_problems(check_deployment_invariants(docs))
+
+
+def test_deployment_invariants_catch_planted_faults(render):
+    import copy
+
+    docs, _, _ = render(MATRIX[0], "production")
+    assert check_deployment_invariants(docs) == []
+
+    def broken(change):
+        mutated = copy.deepcopy(docs)
+        change(mutated)
+        return check_deployment_invariants(mutated)
+
+    def container(d):
+        return one(d, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+    faults = {
+        "two replicas": lambda d: one(d, "Deployment")["spec"].update(replicas=2),
+        "RollingUpdate": lambda d: one(d, "Deployment")["spec"].update(strategy={"type": "RollingUpdate"}),
+        "no strategy (RollingUpdate by default)": lambda d: one(d, "Deployment")["spec"].pop("strategy"),
+        "ReadWriteMany": lambda d: one(d, "PersistentVolumeClaim")["spec"].update(accessModes=["ReadWriteMany"]),
+        "state on an emptyDir": lambda d: one(d, "Deployment")["spec"]["template"]["spec"]["volumes"].__setitem__(
+            0, {"name": "hub-db-dir", "emptyDir": {}}),
+        "a 30 s startup budget": lambda d: container(d)["startupProbe"].update(periodSeconds=5, failureThreshold=6),
+        "no startup probe": lambda d: container(d).pop("startupProbe"),
+    }
+    for what, change in faults.items():
+        assert broken(change), f"not caught: {what}"
+
+
 # --- B. Secrets -----------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
@@ -597,3 +690,32 @@ def test_scan_of_a_project_with_a_planted_secret_fails(bakery, tmp_path):
     (repo / "hub-secrets.env.example").write_text(generated.read_text())
     findings = scan_files(repo, committed_files(repo))
     assert any(f.startswith("hub-secrets.env.example:") for f in findings), findings
+
+
+# --- D. The Role, minimal by evidence: the check the journeys apply, on planted faults ---------
+
+
+def test_role_evidence_catches_planted_faults(render):
+    """The journeys record the hub's requests; here, a record as a journey with storage makes it."""
+    from kubespawner import KubeSpawner
+
+    from support import rbac, role_evidence
+
+    case = next(c for c in MATRIX if c["user_storage"] == "yes")
+    docs, _, project = render(case, "development")
+    namespace = one(docs, "Deployment")["metadata"]["namespace"]
+    rules = rbac.rules_for(docs, namespace, "hub")
+    source = (project / "k8s" / "base" / "hub-role.yaml").read_text(encoding="utf-8")
+    user = f"system:serviceaccount:{namespace}:hub"
+    used = [("list", "pods"), ("watch", "pods"), ("create", "pods"), ("delete", "pods"), ("list", "events"),
+            ("watch", "events"), ("create", "persistentvolumeclaims"), ("delete", "persistentvolumeclaims")]  # fmt: skip
+    requests = [{"user": user, "verb": v, "resource": r, "subresource": "", "status": 200} for v, r in used]
+    assert role_evidence.problems(rules, requests, user, source, KubeSpawner) == []
+    faults = {
+        "a verb nobody uses": (rules + [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}], requests, source),
+        "an excuse removed": (rules, requests, source.replace("#   get: KubeSpawner._make_create_pvc_request", "#   get:")),
+        "an excuse naming no method": (rules, requests, source.replace("_make_create_pvc_request", "_no_such_method")),
+        "a refused request": (rules, requests + [{"user": user, "verb": "patch", "resource": "pods", "status": 403}], source),
+    }
+    for what, (planted_rules, planted_requests, planted_source) in faults.items():
+        assert role_evidence.problems(planted_rules, planted_requests, user, planted_source, KubeSpawner), f"not caught: {what}"
