@@ -1,10 +1,10 @@
 """A user's journey through a generated hub on the emulated cluster: the pieces the journey
 tests (tests/test_journey.py) and scripts/benchmark-journey share.
 
-`Deployment` is one baked project deployed as in its pod: the Role of its development
-overlay (rendered by `kubectl kustomize`) guards the emulated API server, the hub runs
-with the real jupyterhub and CHP (tests/hubrunner.py) and a kube config that points at
-that API server, and the hub's Service forwards to it.
+`Deployment` is one baked project's development overlay applied to the emulated cluster
+(tests/hubrunner.py's HubDeployment): the hub's pod as the Deployment says, its Role
+guarding the API server it reaches with its service account token, and the users' image
+(a stand-in of k8s-singleuser-sample) registered for the pods KubeSpawner asks for.
 """
 
 import asyncio
