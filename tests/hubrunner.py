@@ -399,6 +399,12 @@ class HubDeployment:
         self.namespace = hub_deployment(self.objects)["metadata"]["namespace"]
         self.image_name = hub_container(self.objects)["image"]
         self.image = image or hub_standin_image(project, self.image_name, self.workdir)
+        mounts = [m["mountPath"] for m in hub_container(self.objects).get("volumeMounts") or []]
+        hidden = self.image.hidden_by(mounts) if hasattr(self.image, "hidden_by") else []
+        assert not hidden, (
+            f"the test tools the stand-in hub image runs ({hidden[0]}) lie under a path the hub's pod mounts a"
+            f" volume over ({', '.join(mounts)}): set TEMPLATE_TEST_TOOLS to a directory elsewhere (README, 'What is tested')"
+        )
         self.extra_images = list(extra_images)
         self.namespace_labels = namespace_labels
         self.wait = wait

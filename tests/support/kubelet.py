@@ -195,6 +195,7 @@ class HostImage:
         self.name = name
         self.config = config
         self.files = dict(files or {})
+        self.reach = [str(p) for p in reach]
         for path in reach:
             for parent in Path(path).parents:
                 if parent != Path("/") and not os.stat(parent).st_mode & 0o001:
@@ -204,6 +205,10 @@ class HostImage:
     def pull(self):
         """(lower directory, release callable)."""
         return "/", lambda: None
+
+    def hidden_by(self, mount_paths):
+        """The paths this image needs that a volume mounted at one of mount_paths would hide."""
+        return [p for p in self.reach for m in mount_paths if p == m or p.startswith(m.rstrip("/") + "/")]
 
     def layer(self):
         entries = []
