@@ -24,6 +24,12 @@ TLS = {{ cookiecutter.tls | tojson }}
 CERT_MANAGER_ISSUER = {{ cookiecutter.__cert_manager_issuer | tojson }}
 KANIKO_CREDENTIALS = {{ cookiecutter.kaniko_credentials | tojson }}
 KANIKO_SECRET_NAME = {{ cookiecutter.__kaniko_secret_name | tojson }}
+CREATE_NAMESPACE = {{ cookiecutter.create_namespace | tojson }}
+# The two hubs' addresses (templates/derived.jinja's public_url and development_url; hooks
+# are rendered without the template's loader): `skaffold run` deploys the development one.
+SCHEME = "https" if TLS == "yes" else "http"
+PUBLIC_URL = f"{SCHEME}://" + {{ cookiecutter.hostname | tojson }}
+DEVELOPMENT_URL = f"{SCHEME}://" + {{ cookiecutter.__development_hostname | tojson }}
 # The line of scripts/init-secrets that says which variables get random values.
 RANDOM_BYTES_LINE = "RANDOM_BYTES = {}"
 
@@ -77,11 +83,12 @@ def create_secrets_files(project, generated):
 def next_steps(created, public_url, last_step, needs_secrets):
     lines = [
         "",
-        f"Generated {Path.cwd().name}/: JupyterHub at {public_url}/ in namespace {NAMESPACE}.",
+        f"Generated {Path.cwd().name}/: JupyterHub at {PUBLIC_URL}/ (production) and {DEVELOPMENT_URL}/"
+        f" (development), in namespace {NAMESPACE}.",
         "Next steps (the README has the whole story):",
         f"  cd {Path.cwd().name}",
         "  git init && git add . && git commit -m 'JupyterHub from the template'",
-        f"  skaffold run    # kaniko builds {IMAGE} in the cluster, pushes it, kubectl deploys it",
+        f"  skaffold run    # kaniko builds {IMAGE} in the cluster, pushes it, kubectl deploys the development hub",
         f"  open {public_url}/",
     ]
     if created:
@@ -90,12 +97,12 @@ def next_steps(created, public_url, last_step, needs_secrets):
     if needs_secrets and HUB_SECRETS == "existing-secret":
         lines.insert(
             -2,
-            f"  kubectl -n {NAMESPACE} create secret generic hub-secrets --from-env-file=hub-secrets.env"
-            "    # first: the README, Secrets",
+            f"  kubectl -n {NAMESPACE} create secret generic hub-secrets-dev --from-env-file=hub-secrets.env"
+            "    # first: the development hub's Secret (production's: hub-secrets; the README, Secrets)",
         )
         # The authenticator's words name the env files; here the Secret holds the values.
         for path in ("k8s/overlays/development/hub-secrets.env", "k8s/overlays/*/hub-secrets.env"):
-            last_step = last_step.replace(path, "the Secret hub-secrets")
+            last_step = last_step.replace(path, "the Secret hub-secrets-dev")
     lines.append(last_step)
     # The settings of these options are not asked (README: "Not asked"); say where they went.
     if KANIKO_CREDENTIALS == "secret":
@@ -113,12 +120,14 @@ def next_steps(created, public_url, last_step, needs_secrets):
 
 def main():
     project = Path.cwd()
+    if CREATE_NAMESPACE != "yes":
+        # The namespace exists (a platform made it): nothing here creates it.
+        (project / "k8s" / "namespace.yaml").unlink()
     about = keep_chosen_authenticator(project)
     needs_secrets = (project / "hub-secrets.env.example").exists()
     created = create_secrets_files(project, about.get("generated_secrets") or {})
-    # The public URL as the hub has it; importing hub_helpers.py only defines names.
-    public_url = runpy.run_path(str(project / "hub_helpers.py"))["PUBLIC_URL"]
-    print(next_steps(created, public_url, about["next_step"], needs_secrets), file=sys.stderr)
+    # The development hub's address: the one the first `skaffold run` deploys.
+    print(next_steps(created, DEVELOPMENT_URL, about["next_step"], needs_secrets), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ USERNAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 
 # The authenticators are not listed here: each is a folder (see authenticators()).
 CHOICES = {
+    "create_namespace": ("yes", "no"),
     "hub_secrets": ("env-file", "existing-secret"),
     "tls": ("no", "yes"),
     "kaniko_credentials": ("docker-config", "secret", "none"),
@@ -275,6 +276,7 @@ RULES = {
     "namespace": check_namespace,
     "ingress_domain": check_subdomain,
     "hostname": check_subdomain,
+    "__development_hostname": check_subdomain,
     "registry": check_registry,
     "image_name": check_image_name,
     "admin_user": check_username,
@@ -290,6 +292,7 @@ RULES = {
     "ingress_controller_namespace": check_optional_label,
     "__cert_manager_issuer": check_optional_subdomain,
     "__kaniko_secret_name": check_subdomain,
+    "__image_pull_secret": check_optional_subdomain,
     "kaniko_image": check_pinned_image,
     "idle_timeout": check_seconds,
 }
@@ -327,6 +330,20 @@ USED_ONLY_WITH = {
 }
 
 
+# Rules between two answers: (variable, the other variable, check(value, other) -> problem or None).
+PAIR_RULES = [
+    (
+        "__development_hostname",
+        "hostname",
+        lambda value, other: (
+            f"must differ from hostname ({other}): the development hub is a hub of its own, with a host of its own"
+            if value == other
+            else None
+        ),
+    ),
+]
+
+
 def problems(context):
     """One line per problem: the variable, its value (JSON-quoted, so on one line) and the rule."""
     lines = []
@@ -347,6 +364,13 @@ def problems(context):
             problem = rule(value)
         if problem:
             lines.append(f"{name}={json.dumps(value, ensure_ascii=True)} {problem}")
+    reported = {line.split("=", 1)[0] for line in lines}
+    for name, other, rule in PAIR_RULES:
+        value = context.get(name)
+        if isinstance(value, str) and name not in reported and other not in reported and name in context and other in context:
+            problem = rule(value, context[other])
+            if problem:
+                lines.append(f"{name}={json.dumps(value, ensure_ascii=True)} {problem}")
     return lines
 
 

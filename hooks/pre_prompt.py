@@ -9,6 +9,9 @@ still win, because cookiecutter applies them over these defaults.
                   namespace of the current kube context, else the template's default.
 - ingress_domain: $INGRESS_DOMAIN, else the template's default.
 - registry:       $REGISTRY_HOST, else derived from namespace and ingress_domain.
+- create_namespace: "no" first when the namespace came from the environment (a workshop's
+                  session namespace, or the kube context's: it exists, and the user may
+                  not be allowed to create one), else "yes" first.
 
 Standard library only, and it never fails: without kubectl, a kube config or a
 cluster, the defaults simply stay as they are.
@@ -64,6 +67,7 @@ def defaults_from_environment(environ, context_namespace):
     namespace = environ.get("SESSION_NAMESPACE", "").strip() or context_namespace
     if namespace:
         changes["namespace"] = namespace
+        changes["create_namespace"] = ["no", "yes"]
     domain = environ.get("INGRESS_DOMAIN", "").strip()
     if domain:
         changes["ingress_domain"] = domain

@@ -43,12 +43,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = json.loads((ROOT / "cookiecutter.json").read_text(encoding="utf-8"))
 OVERLAYS = ("development", "production")
 
-# Every choice and yes/no variable (cookiecutter.json lists their values); all
-# combinations of them make the bake matrix.
+# Every choice and yes/no variable (cookiecutter.json lists their values).
 CHOICE_VARIABLES = {k: v for k, v in TEMPLATE.items() if isinstance(v, list) and not k.startswith("_")}
+# Choices whose effect is confined to a few files that nothing else changes in its own way:
+# crossing them with the rest would double the matrix, and every test over it, for nothing.
+# tests/test_bake_matrix.py shows each changes only these files (whatever the rest), and the
+# tests of those files take both values.
+CONFINED = {"create_namespace": ("skaffold.yaml", "k8s/namespace.yaml", "README.md")}
+CROSSED = {k: v for k, v in CHOICE_VARIABLES.items() if k not in CONFINED}
+# The bake matrix: all combinations of the other choices (the confined ones at their default).
 MATRIX = [
-    dict(zip(CHOICE_VARIABLES, values))
-    for values in itertools.product(*CHOICE_VARIABLES.values())
+    dict(zip(CROSSED, values))
+    for values in itertools.product(*CROSSED.values())
 ]
 
 

@@ -77,6 +77,10 @@ API_PORT = 6443  # where the API server listens, as on kind and k3s
 HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
+class ImmutableField(Exception):
+    """What `kubectl apply` reports when an object's immutable field would change."""
+
+
 def now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -407,6 +411,12 @@ class Cluster:
                 error = await self._create_pod(namespace, obj, user="admin")
                 assert error is None, error
                 continue
+            if old is not None and resource == "deployments" and old["spec"]["selector"] != obj["spec"]["selector"]:
+                # apps/v1 validation: a Deployment's selector cannot change once it exists.
+                raise ImmutableField(
+                    f'Deployment.apps "{obj["metadata"]["name"]}" is invalid: spec.selector: Invalid value:'
+                    f' {json.dumps(obj["spec"]["selector"])}: field is immutable'
+                )
             if old is not None:
                 obj["metadata"]["uid"] = old["metadata"]["uid"]
                 obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"]
@@ -798,10 +808,10 @@ class Cluster:
             obj["metadata"]["finalizers"] = ["kubernetes.io/pvc-protection"]
             await self._record(resource, namespace, "MODIFIED", obj)
             return web.json_response(obj)
+        owned = self.deployment_pods(namespace, name) if resource == "deployments" else []
         await self._record(resource, namespace, "DELETED", copy.deepcopy(obj))
-        if resource == "deployments":
-            for pod in self.deployment_pods(namespace, name):
-                await self._delete_pod(namespace, pod["metadata"]["name"], None)
+        for pod in owned:  # the garbage collector: a Deployment's pods go with it
+            await self._delete_pod(namespace, pod["metadata"]["name"], None)
         return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
 
     def _claim_in_use(self, namespace, claim):

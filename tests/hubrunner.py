@@ -56,7 +56,6 @@ CHP_BIN = CHP / "node_modules" / ".bin"
 # The label a platform puts on the namespaces it gives out, and the strictest it may:
 # every pod of the project must be admitted under it.
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-DEPLOYMENT_NAME = "hub"
 CONTAINER_NAME = "hub"
 
 
@@ -185,7 +184,14 @@ def the(objects, kind, name=None):
 
 
 def hub_deployment(objects):
-    return the(objects, "Deployment", DEPLOYMENT_NAME)
+    """The hub's Deployment (its pods are labelled app.kubernetes.io/component: hub; its name
+    depends on the overlay: hub, hub-dev)."""
+    found = [
+        o for o in objects
+        if o["kind"] == "Deployment" and o["spec"]["template"]["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "hub"
+    ]  # fmt: skip
+    assert len(found) == 1, f"expected one hub Deployment in the render, found {len(found)}"
+    return found[0]
 
 
 def hub_container(objects):
@@ -387,7 +393,9 @@ class HubDeployment:
     """
 
     def __init__(self, project, workdir, image=None, extra_images=(), overlay="development", secrets=None,
-                 objects=None, namespace_labels=RESTRICTED, wait=True):  # fmt: skip
+                 objects=None, namespace_labels=RESTRICTED, wait=True, cluster=None):  # fmt: skip
+        """cluster: an emulated cluster another HubDeployment runs (a second hub beside it),
+        which this one neither starts nor stops."""
         from emulated_cluster import Cluster
 
         self.project = Path(project)
@@ -397,6 +405,7 @@ class HubDeployment:
         if secrets is not None:
             self.objects = with_secrets(self.objects, secrets)
         self.namespace = hub_deployment(self.objects)["metadata"]["namespace"]
+        self.deployment_name = hub_deployment(self.objects)["metadata"]["name"]
         self.image_name = hub_container(self.objects)["image"]
         self.image = image or hub_standin_image(project, self.image_name, self.workdir)
         mounts = [m["mountPath"] for m in hub_container(self.objects).get("volumeMounts") or []]
@@ -408,15 +417,17 @@ class HubDeployment:
         self.extra_images = list(extra_images)
         self.namespace_labels = namespace_labels
         self.wait = wait
-        self.cluster = Cluster(self.workdir)
+        self.owns_cluster = cluster is None
+        self.cluster = Cluster(self.workdir) if cluster is None else cluster
         self.pods_seen = []
         self._url = None
 
     def __enter__(self):
         with contextlib.ExitStack() as stack:
-            stack.callback(self.cluster.stop)
-            self.cluster.start()
-            if not any(o["kind"] == "Namespace" for o in self.objects):
+            if self.owns_cluster:
+                stack.callback(self.cluster.stop)
+                self.cluster.start()
+            if not any(o["kind"] == "Namespace" for o in self.objects) and self.namespace not in self.cluster.namespaces:
                 self.cluster.create_namespace(self.namespace, self.namespace_labels)
             self.cluster.add_image(self.image)
             for image in self.extra_images:
@@ -433,7 +444,7 @@ class HubDeployment:
 
     # --- the pod ---
     def pods(self, include_terminating=False):
-        return [p["metadata"]["name"] for p in self.cluster.deployment_pods(self.namespace, DEPLOYMENT_NAME, include_terminating)]
+        return [p["metadata"]["name"] for p in self.cluster.deployment_pods(self.namespace, self.deployment_name, include_terminating)]
 
     @property
     def pod(self):
@@ -475,7 +486,7 @@ class HubDeployment:
         """`kubectl rollout restart deployment/hub`: seconds until the new pod is ready."""
         self.started_at = time.monotonic()
         old = self.pod
-        self.cluster.rollout_restart(self.namespace, DEPLOYMENT_NAME)
+        self.cluster.rollout_restart(self.namespace, self.deployment_name)
         self.cluster.wait_for(lambda: old not in self.pods(include_terminating=True) and self.pods(), timeout, "the new hub pod")
         return self.wait_ready(timeout)
 
@@ -500,7 +511,8 @@ class HubDeployment:
     def url(self):
         """The hub's public address, through the Ingress."""
         if self._url is None:
-            self._url = self.cluster.ingress_url(self.namespace)
+            [host] = [rule["host"] for o in self.objects if o["kind"] == "Ingress" for rule in o["spec"]["rules"]]
+            self._url = self.cluster.ingress_url(self.namespace, host)
         return self._url
 
     def processes(self):

@@ -30,6 +30,11 @@ def secrets_env(project, authenticator):
     return read_env_file(path) if path.exists() else {}
 
 
+def user_image_of(project):
+    """USER_IMAGE of the project's jupyterhub_config.py: the image its users' pods run."""
+    return re.search(r'^USER_IMAGE = "([^"]+)"', (Path(project) / "jupyterhub_config.py").read_text(), re.M)[1]
+
+
 def singleuser_standin_image(name, workdir):
     """The users' image: Zero to JupyterHub's k8s-singleuser-sample as far as KubeSpawner and the
     hub see it (user jovyan, uid 1000 in group 100, home /home/jovyan, tini, then

@@ -1,6 +1,7 @@
 """Every combination of the choice and yes/no variables bakes into a clean project."""
 
 import hashlib
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ import yaml
 
 from conftest import (
     AUTHENTICATORS,
+    CHOICE_VARIABLES,
+    CONFINED,
+    CROSSED,
     MATRIX,
     OVERLAYS,
     ROOT,
@@ -138,10 +142,34 @@ def test_the_matrix_holds_every_value_the_template_tests_for():
         path.parent.name for path in template.glob("*/authenticators/*/authenticator.yaml")
     )
     in_matrix = {name: {combo[name] for combo in MATRIX} for name in MATRIX[0]}
+    in_matrix.update({name: set(CHOICE_VARIABLES[name]) for name in CONFINED})  # tested apart, below
     for name, values in sorted(tested.items()):
         assert name in in_matrix, f"the template branches on {name}, which the matrix does not vary"
         assert values <= in_matrix[name], f"{name}: the template tests for {values - in_matrix[name]}, not a choice"
     assert set(in_matrix) <= set(tested), f"choices nothing branches on: {set(in_matrix) - set(tested)}"
+
+
+def tree(project):
+    return {str(p.relative_to(project)): p.read_bytes() for p in sorted(project.rglob("*")) if p.is_file() and p.name != "hub-secrets.env"}
+
+
+@pytest.mark.parametrize("name", list(CONFINED))
+def test_a_confined_choice_changes_only_its_files(bake, name):
+    """Not crossed with the matrix (conftest.CONFINED): each of its values changes only its
+    files, whatever the other answers; here over every value of each choice that also changes
+    those files, and two opposite combinations of the rest."""
+    files = set(CONFINED[name])
+    sharing = [other for other in CROSSED if any(
+        f"cookiecutter.{other}" in (ROOT / "{{cookiecutter.project}}" / f).read_text(encoding="utf-8")
+        for f in files if (ROOT / "{{cookiecutter.project}}" / f).exists())]  # fmt: skip
+    combos = [dict(zip(sharing, values)) for values in itertools.product(*(CROSSED[o] for o in sharing))]
+    combos += [MATRIX[0], MATRIX[-1]]
+    for combo in combos:
+        baked = {value: tree(bake(**{**combo, name: value})) for value in CHOICE_VARIABLES[name]}
+        first, *others = baked.values()
+        for other in others:
+            differ = {f for f in first.keys() | other.keys() if first.get(f) != other.get(f)}
+            assert differ and differ <= files, f"{name} changed {sorted(differ - files) or 'nothing'} with {combo}"
 
 
 def pinned(requirements_file):

@@ -32,6 +32,7 @@ PROBES = {
     "namespace": "probe-ns",
     "ingress_domain": "probe.example.org",
     "hostname": "hub.probe.example.org",
+    "__development_hostname": "hub-dev.probe.example.org",
     "registry": "registry.probe.example.org:5000/team",
     "image_name": "probe-image",
     "admin_user": "probe-admin",
@@ -47,6 +48,7 @@ PROBES = {
     "ingress_controller_namespace": "probe-ingress-ns",
     "__cert_manager_issuer": ("probe-issuer", {"tls": "yes"}),
     "__kaniko_secret_name": ("probe-secret", {"kaniko_credentials": "secret"}),
+    "__image_pull_secret": "probe-pull-secret",
     "kaniko_image": "gcr.io/kaniko-project/executor:v1.23.2",
     "idle_timeout": "7200",
 }

@@ -139,6 +139,8 @@ def test_contributing_lists_every_file_an_authenticator_needs(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         project = out / "jupyterhub-deploy"
         public_url = "https://hub.example.org" if answers else "http://jupyterhub-jupyterhub.127.0.0.1.nip.io"
+        # The next steps follow `skaffold run`, which deploys the development hub: its own host.
+        development_url = public_url.replace("://", "://dev-", 1)
 
         # No template text left, every YAML file parses, every Python file compiles.
         for path in (p for p in project.rglob("*") if p.is_file()):
@@ -176,7 +178,7 @@ def test_contributing_lists_every_file_an_authenticator_needs(tmp_path):
         assert "The template filled them in with a random demo password" in section(readme, "Secrets")
         assert "how users log in (`demo`)" in readme
         assert (
-            f"Log in at {public_url}/hub/login under any name, boss too, with DEMO_PASSWORD from"
+            f"Log in at {development_url}/hub/login under any name, boss too, with DEMO_PASSWORD from"
             " k8s/overlays/development/hub-secrets.env." in result.stderr
         ), result.stderr
         packages = [line for line in (project / "requirements.txt").read_text().splitlines() if not line.startswith("#")]

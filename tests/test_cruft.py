@@ -56,3 +56,98 @@ def test_cruft_update_applies_template_changes_and_keeps_secrets(tmp_path, authe
     assert {p: p.read_bytes() for p in secrets} == before
     changed = run(git, "status", "--porcelain", cwd=project).stdout.split()
     assert set(changed) - {"M"} == {".cruft.json", "Dockerfile"}
+
+
+# --- A project generated before the overlays became separate hubs keeps its users' volumes ------
+
+DEVELOPMENT_KUSTOMIZATION = "{{cookiecutter.project}}/k8s/overlays/development/kustomization.yaml"
+
+
+def template_before_the_split(git, dest):
+    """The template as it was in the newest commit whose development overlay still shared the
+    production hub's names (no nameSuffix), exported from this repository's history."""
+    from conftest import ROOT
+
+    log = subprocess.run([git, "-C", str(ROOT), "log", "--format=%H", "--", DEVELOPMENT_KUSTOMIZATION],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    for commit in log.stdout.split():
+        text = subprocess.run([git, "-C", str(ROOT), "show", f"{commit}:{DEVELOPMENT_KUSTOMIZATION}"],
+                              capture_output=True, text=True, check=False).stdout  # fmt: skip
+        if text and "nameSuffix" not in text:
+            dest.mkdir(parents=True)
+            archive = subprocess.run([git, "-C", str(ROOT), "archive", commit, "cookiecutter.json", "hooks", "templates",
+                                      "{{cookiecutter.project}}"], capture_output=True, check=True)  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+            return commit
+    pytest.skip("this checkout has no history before the overlays became separate hubs (a clone has)")
+
+
+@pytest.mark.slow
+def test_cruft_update_keeps_the_users_of_a_hub_generated_before_the_split(tmp_path):
+    """v1 (before): the development overlay deployed as the live hub, alice's claim holds her
+    work. cruft update to this template; the README's upgrade note (delete the Deployment, whose
+    selector changed; release production); alice logs in to production and gets the same claim."""
+    if os.geteuid() != 0:
+        pytest.skip("the emulated cluster needs root (namespaces, mounts, a bridge)")
+    need_tool("tini")
+    from emulated_cluster import ImmutableField
+    from hubrunner import HubDeployment, read_env_file, render
+    from journey import form_login, singleuser_standin_image, start_server, stop_server, user_image_of
+
+    git = need_tool("git")
+    cruft = str(Path(sys.executable).parent / "cruft")
+    template = tmp_path / "template"
+    template_before_the_split(git, template)
+    run(git, "init", "-q", cwd=template)
+    run(git, "add", "-A", cwd=template)
+    run(git, "commit", "-qm", "before the split", cwd=template)
+    context = '{"authenticator": "dummy", "user_storage": "yes", "idle_culling": "no"}'
+    run(cruft, "create", "--no-input", "--extra-context", context, str(template), cwd=tmp_path)
+    project = tmp_path / "jupyterhub-deploy"
+    run(git, "init", "-q", cwd=project)
+    run(git, "add", "-A", cwd=project)
+    run(git, "commit", "-qm", "generated", cwd=project)
+
+    old = render(project, "development")
+    assert {o["metadata"]["name"] for o in old if o["kind"] == "Deployment"} == {"hub"}, "not the template before the split"
+    image = user_image_of(project)
+    with HubDeployment(project, tmp_path / "v1", objects=old, extra_images=[singleuser_standin_image(image, tmp_path / "v1")]) as hub:
+        cluster, namespace = hub.cluster, hub.namespace
+        password = read_env_file(project / "k8s" / "overlays" / "development" / "hub-secrets.env")["JUPYTERHUB_USER_PASSWORD"]
+        session = form_login(hub, "alice", password)
+        start_server(session, hub, "alice")
+        stop_server(session, hub, "alice")
+        assert sorted(cluster.claims(namespace)) == ["claim-alice", "hub-db-dir"]
+        work = cluster.volume_path(namespace, "claim-alice") / "thesis.ipynb"
+        work.write_text("{}")  # what alice wrote in her home directory
+
+        # The template moves on: the overlays are separate hubs now.
+        shutil.rmtree(template / "{{cookiecutter.project}}")
+        for part in ("cookiecutter.json", "hooks", "templates"):
+            (shutil.rmtree if (template / part).is_dir() else os.unlink)(template / part)
+        shutil.copytree(clean_template(), template, dirs_exist_ok=True)
+        run(git, "add", "-A", cwd=template)
+        run(git, "commit", "-qm", "separate hubs", cwd=template)
+        update = run(cruft, "update", "--skip-apply-ask", "--allow-untracked-files", cwd=project)
+        assert not list(project.rglob("*.rej")), update.stdout + update.stderr
+
+        # The README's upgrade note, step by step: a Deployment's selector cannot change...
+        new = render(project, "production")
+        with pytest.raises(ImmutableField, match="field is immutable"):
+            cluster.apply(new)
+        # ...so delete it once (the claims stay), then deploy production.
+        cluster.delete("deployments", namespace, "hub")
+        cluster.wait_for(lambda: not [p for p in cluster.pods(namespace).values()
+                                      if p["metadata"]["labels"].get("app.kubernetes.io/component") == "hub"],
+                         120, "the old hub's pod gone")  # fmt: skip
+        with HubDeployment(project, tmp_path / "v2", objects=new, cluster=cluster,
+                           extra_images=[singleuser_standin_image(image, tmp_path / "v2")]) as production:  # fmt: skip
+            password = read_env_file(project / "k8s" / "overlays" / "production" / "hub-secrets.env")["JUPYTERHUB_USER_PASSWORD"]
+            session = form_login(production, "alice", password)
+            start_server(session, production, "alice")
+            assert sorted(cluster.claims(namespace)) == ["claim-alice", "hub-db-dir"], "a claim was added or lost"
+            pods = cluster.pods(namespace)
+            [pod] = [p for name, p in pods.items() if name == "jupyter-alice"]
+            claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+            assert claims == ["claim-alice"], claims
+            assert work.read_text() == "{}", "alice's work is gone"

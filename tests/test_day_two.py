@@ -139,7 +139,9 @@ def test_existing_secret_fresh_clone_renders_with_no_step(bake, tmp_path, authen
         assert not [o for o in objects if o["kind"] == "Secret"], "the repository must not make the Secret"
         # Not optional: a missing Secret stops the pod with CreateContainerConfigError
         # ('secret "hub-secrets" not found'), which the README tells where to find.
-        assert hub_container(objects)["envFrom"] == [{"secretRef": {"name": "hub-secrets", "optional": False}}]
+        # Each hub its own Secret: production hub-secrets, development hub-secrets-dev.
+        name = {"production": "hub-secrets", "development": "hub-secrets-dev"}[overlay]
+        assert hub_container(objects)["envFrom"] == [{"secretRef": {"name": name, "optional": False}}]
 
     # The README's command makes a Secret with the keys the authenticator needs.
     readme = (clone / "README.md").read_text()
@@ -521,5 +523,10 @@ def test_user_volume_names_are_pinned_to_kubespawner_7s_default(bake):
     from kubespawner import KubeSpawner
 
     config = (bake(user_storage="yes") / "jupyterhub_config.py").read_text()
-    (pinned,) = re.findall(r'^\s*c\.KubeSpawner\.pvc_name_template = "([^"]+)"$', config, re.M)
+    (pinned,) = re.findall(r'^\s*c\.KubeSpawner\.pvc_name_template = USER_OBJECT_PREFIX \+ "([^"]+)"$', config, re.M)
     assert pinned == KubeSpawner.pvc_name_template.default_value == "claim-{user_server}"
+    (pod,) = re.findall(r'^c\.KubeSpawner\.pod_name_template = USER_OBJECT_PREFIX \+ "([^"]+)"$', config, re.M)
+    assert pod == KubeSpawner.pod_name_template.default_value == "jupyter-{user_server}"
+    # Production's prefix is empty: its names are KubeSpawner's own, as before the overlays split.
+    objects = [d for d in yaml.safe_load_all(render(bake(user_storage="yes"), "production").stdout) if d]
+    assert {e["name"]: e["value"] for e in hub_container(objects)["env"] if "value" in e}["HUB_USER_OBJECT_PREFIX"] == ""

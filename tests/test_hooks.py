@@ -250,12 +250,14 @@ def test_authenticator_must_name_a_folder_of_the_template():
 
 def test_defaults_from_environment_pure():
     env = {"SESSION_NAMESPACE": "ws-7", "INGRESS_DOMAIN": "training.example.net", "REGISTRY_HOST": "r:5000"}
+    # A namespace from the environment exists already: "no", do not create it, comes first.
     assert pre_prompt.defaults_from_environment(env, "ignored") == {
         "namespace": "ws-7",
+        "create_namespace": ["no", "yes"],
         "ingress_domain": "training.example.net",
         "registry": "r:5000",
     }
-    assert pre_prompt.defaults_from_environment({}, "from-context") == {"namespace": "from-context"}
+    assert pre_prompt.defaults_from_environment({}, "from-context") == {"namespace": "from-context", "create_namespace": ["no", "yes"]}
     assert pre_prompt.defaults_from_environment({"SESSION_NAMESPACE": " "}, None) == {}
 
 
@@ -593,7 +595,7 @@ def test_a_bad_answer_is_reported_once_not_again_through_its_derived_defaults():
 
     context = answers(namespace="Bad_NS")
     found = {line.split("=", 1)[0]: line for line in rules.problems(context)}
-    assert set(found) == {"namespace", "hostname", "registry"}
+    assert set(found) == {"namespace", "hostname", "__development_hostname", "registry"}
     assert set(rules.root_problems(found, context, TEMPLATE)) == {"namespace"}
     # A derived value typed by hand is the user's own mistake: reported.
     context = answers(namespace="Bad_NS", hostname="Bad.example.org")

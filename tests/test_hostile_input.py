@@ -71,6 +71,7 @@ GOOD = {
     "namespace": ["jupyterhub", "lab-ns-1", "a", "x" * 63],
     "ingress_domain": ["127.0.0.1.nip.io", "apps.example.org"],
     "hostname": ["hub.apps.example.org", "localhost", "x" * 63 + ".example.org"],
+    "__development_hostname": ["dev-hub.apps.example.org", "hub-dev.example.org", "x" * 63 + ".example.net"],
     "registry": ["registry.example.org:5000/team", "localhost:5000", "10.0.0.5:5000", "[fd00::1]:5000", "ghcr.io/x"],
     "image_name": ["jupyterhub", "team/hub", "a__b.c-d"],
     "admin_user": ["admin", "a.b-c_d", "x"],
@@ -86,6 +87,7 @@ GOOD = {
     "ingress_controller_namespace": ["", "ingress-nginx", "kube-system"],
     "__cert_manager_issuer": ["", "letsencrypt-prod"],
     "__kaniko_secret_name": ["kaniko-docker-config", "regcred"],
+    "__image_pull_secret": ["", "ghcr-pull", "regcred.team"],
     "kaniko_image": ["ghcr.io/osscontainertools/kaniko:v1.28.3", "gcr.io/kaniko-project/executor:v1.23.2"],
     "idle_timeout": ["60", "3600", "86400"],
 }

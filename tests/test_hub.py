@@ -317,8 +317,11 @@ def check_oauth_redirect(hub, context, authorize_url, button):
     location = resp.headers["Location"]
     assert location.startswith(authorize_url + "?"), f"redirected to {location}, not to {authorize_url}"
     query = parse_qs(urlparse(location).query)
+    # The overlay's own address (development: its own host), which the Deployment gives the hub.
     scheme = "https" if context.get("tls") == "yes" else "http"
-    assert query["redirect_uri"] == [f"{scheme}://{context['hostname']}/hub/oauth_callback"], query
+    host = pod_environment(hub.objects, secrets={})["JUPYTERHUB_PUBLIC_URL"].split("://", 1)[1]
+    assert host == "dev-" + context["hostname"], host
+    assert query["redirect_uri"] == [f"{scheme}://{host}/hub/oauth_callback"], query
     assert query["client_id"] == [OAUTH_CLIENT["OAUTH_CLIENT_ID"]], query
     assert query["response_type"] == ["code"] and query.get("state"), query
     return None, None, None
@@ -465,6 +468,14 @@ def test_hub_starts_logs_in_and_restarts(bake, hubs, case, record_property):
     assert host_file_state(host_pid_file(project)) == host_pid_state, f"the hub changed this machine's {host_pid_file(project)}"
 
 
+def use_kube_config(monkeypatch, path):
+    """KubeSpawner's client reads $KUBECONFIG when it is first imported
+    (KUBE_CONFIG_DEFAULT_LOCATION): in a test process that imported it before, set it there too."""
+    from kubernetes_asyncio.config import kube_config
+
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+
+
 def write_kube_config(path):
     """A kube config KubeSpawner can load; its API server is a closed port."""
     import socket
@@ -537,6 +548,7 @@ def test_user_pod(bake, case, tmp_path, monkeypatch):
     # KubeSpawner loads a kube config even when it only builds the manifest: one whose API
     # server is a closed port (nothing is sent).
     env["KUBECONFIG"] = str(write_kube_config(tmp_path / "kubeconfig"))
+    use_kube_config(monkeypatch, env["KUBECONFIG"])
     for name in [n for n in os.environ if n not in env]:
         monkeypatch.delenv(name)
     for name, value in env.items():
@@ -553,12 +565,14 @@ def test_user_pod(bake, case, tmp_path, monkeypatch):
     assert namespace == hub_namespace, f"pods go to {namespace!r}, not the hub's namespace {hub_namespace!r}"
     assert container["image"] == context["user_image"] and not container["image"].endswith(":latest"), summary
     # User pods reach the hub through its Service, never through loopback.
-    assert envs["JUPYTERHUB_API_URL"] == f"http://hub.{hub_namespace}.svc:8081/hub/api", envs
-    assert envs["JUPYTERHUB_ACTIVITY_URL"].startswith(f"http://hub.{hub_namespace}.svc:8081/hub/api/"), envs
+    service = env["HUB_SERVICE_NAME"]  # the overlay's Service: hub-dev here
+    assert envs["JUPYTERHUB_API_URL"] == f"http://{service}.{hub_namespace}.svc:8081/hub/api", envs
+    assert envs["JUPYTERHUB_ACTIVITY_URL"].startswith(f"http://{service}.{hub_namespace}.svc:8081/hub/api/"), envs
+    assert labels_of(pod).get("app.kubernetes.io/instance") == env["HUB_INSTANCE"], "the label this hub's NetworkPolicies select by"
 
     claims = [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
     if context["user_storage"] == "yes":
-        assert [v["persistentVolumeClaim"]["claimName"] for v in claims] == ["claim-alice"], spec.get("volumes")
+        assert [v["persistentVolumeClaim"]["claimName"] for v in claims] == [env["HUB_USER_OBJECT_PREFIX"] + "claim-alice"], spec.get("volumes")
         [home] = claims
         mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
         assert mounts.get(home["name"]) == "/home/jovyan", container.get("volumeMounts")
@@ -570,6 +584,10 @@ def test_user_pod(bake, case, tmp_path, monkeypatch):
     labels = pod["metadata"]["labels"]
     assert labels.get("app.kubernetes.io/name") == "jupyterhub", labels
     assert labels.get("app.kubernetes.io/component") == "singleuser-server", labels
+
+
+def labels_of(pod):
+    return pod["metadata"].get("labels") or {}
 
 
 def user_pod_security_problems(pod):
@@ -622,6 +640,7 @@ def test_user_pod_checks_catch_planted_faults(bake, tmp_path, monkeypatch):
         env = local_environment(project, project / "work")
         env["KUBECONFIG"] = str(write_kube_config(project / "kubeconfig"))
         with monkeypatch.context() as patch:
+            use_kube_config(patch, env["KUBECONFIG"])
             for name in [n for n in os.environ if n not in env]:
                 patch.delenv(name)
             for name, value in env.items():
@@ -772,7 +791,7 @@ HAIRPINS = {
     "hub_connect_url": (
         'c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{HUB_PORT}"',
         'c.JupyterHub.hub_connect_url = f"http://{HUB_SERVICE_NAME}.{NAMESPACE}.svc:{HUB_PORT}"',
-        "through hub.jupyterhub.svc, not loopback",
+        "through hub-dev.jupyterhub.svc, not loopback",
     ),
     "hub_connect_url left out": (
         'c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{HUB_PORT}"',

@@ -607,3 +607,62 @@ def test_push_and_inspect_like_the_workshop(bookworm_default_image, registry, tm
     assert config["config"]["Cmd"] == EXPECTED_CMD
     compressed = sum(layer["size"] for layer in manifest["layers"])
     print(f"\n[push] {reference.removeprefix('docker://')}@{pushed}: {len(manifest['layers'])} layers, {compressed / 1e6:.1f} MB compressed in all")
+
+
+def test_one_image_serves_every_overlay(images, tmp_path):
+    """Nothing in what the image adds over its base names a host, a namespace, a registry or
+    an overlay: bake with answers found nowhere else, build, and read every file of every
+    layer the build added (the overlays' Deployments tell the hub who it is)."""
+    import tarfile
+
+    answers = dict(namespace="probe-ns-7", hostname="hub-probe-7.example.org",
+                   __development_hostname="dev-probe-7.example.org", registry="registry-probe-7.example.org/team")  # fmt: skip
+    images({})  # the default image: its layers are the cache for this build
+    project = run_cookiecutter("-o", str(tmp_path / "out"), *(f"{k}={v}" for k, v in answers.items()), cwd=tmp_path)
+    assert project.returncode == 0, project.stderr
+    project = tmp_path / "out" / TEMPLATE["project"]
+    tag = f"{IMAGE_REPO}:probe-answers"
+    try:
+        build_image(project, tag, tmp_path / "build.log")
+        base = {digest for digest, _ in images({})["base"]["layers"]}
+        copy = tmp_path / "layers"
+        run(["skopeo", "copy", "--quiet", storage_ref(tag), f"dir:{copy}"], timeout=600)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        added = [layer["digest"] for layer in manifest["layers"] if layer["digest"] not in base]
+        assert added, "the build added no layer"
+        found = []
+        copied = set(config_files_of(project))
+        for digest in added:
+            with tarfile.open(copy / digest.split(":", 1)[1]) as layer:
+                for member in layer.getmembers():
+                    if not member.isfile():
+                        continue
+                    data = layer.extractfile(member).read()
+                    for value in answers.values():
+                        if value.encode() in data or value.encode() in member.name.encode():
+                            found.append(f"{member.name}: {value}")
+                    # The project's own files: no overlay's name in their code (comments may explain).
+                    if Path(member.name).name in copied:
+                        for word in overlay_names_in_code(data):
+                            found.append(f"{member.name}: {word} in a string of its code")
+        assert not found, "\n".join(found)
+    finally:
+        run(["buildah", "rmi", tag], check=False)
+
+
+def overlay_names_in_code(source):
+    """The overlays' names that a Python file's string literals hold (comments are left out)."""
+    import io
+    import tokenize
+
+    words = set()
+    for token in tokenize.tokenize(io.BytesIO(source).readline):
+        if token.type == tokenize.STRING:
+            words |= {w for w in ("development", "production") if w in token.string}
+    return sorted(words)
+
+
+def config_files_of(project):
+    from hubrunner import config_files
+
+    return config_files(project)

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import need_tool
-from hubrunner import CHP_BIN, container_path, hub_deployment, process_environ, process_ids
+from hubrunner import CHP_BIN, container_path, hub_deployment, pod_environment, process_environ, process_ids
 from journey import (
     LOGIN,
     SINGLEUSER_BIN,
@@ -40,6 +40,7 @@ from journey import (
     smoke_test,
     start_server,
     stop_server,
+    user_image_of,
     wait_until_answers,
 )
 from support import role_evidence
@@ -75,8 +76,7 @@ def tools():
         pytest.skip(message)
 
 
-def user_image(project):
-    return re.search(r'^USER_IMAGE = "([^"]+)"', (Path(project) / "jupyterhub_config.py").read_text(), re.M)[1]
+user_image = user_image_of
 
 
 def check_pod(deployment, context, name):
@@ -91,7 +91,12 @@ def check_pod(deployment, context, name):
     env = {e["name"]: e["value"] for e in container["env"]}
     assert pod["metadata"]["labels"]["hub.jupyter.org/username"] == name, pod["metadata"]["labels"]
     assert container["image"] == user_image(deployment.project), container["image"]
-    assert env["JUPYTERHUB_API_URL"] == f"http://hub.{namespace}.svc:8081/hub/api", env
+    hub_env = pod_environment(deployment.objects, secrets={})
+    assert env["JUPYTERHUB_API_URL"] == f"http://{hub_env['HUB_SERVICE_NAME']}.{namespace}.svc:8081/hub/api", env
+    # This hub's pods: its name first (none for production), its instance label.
+    prefix = hub_env["HUB_USER_OBJECT_PREFIX"]
+    assert pod_name.startswith(f"{prefix}jupyter-"), pod_name
+    assert pod["metadata"]["labels"]["app.kubernetes.io/instance"] == hub_env["HUB_INSTANCE"], pod["metadata"]["labels"]
     # What the restricted profile asks of it, as KubeSpawner sent it (the admission let it in).
     pod_context, context_ = spec.get("securityContext") or {}, container.get("securityContext") or {}
     security = {**pod_context, **context_}
@@ -103,8 +108,8 @@ def check_pod(deployment, context, name):
     assert spec["automountServiceAccountToken"] is False, spec
     claims = [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
     if context["user_storage"] == "yes":
-        # claim-<name>, the name escaped for Kubernetes as KubeSpawner does it.
-        assert len(claims) == 1 and claims[0].startswith("claim-"), spec.get("volumes")
+        # [<hub>-]claim-<name>, the name escaped for Kubernetes as KubeSpawner does it.
+        assert len(claims) == 1 and claims[0].startswith(f"{prefix}claim-"), spec.get("volumes")
         assert claims == cluster.created_names("persistentvolumeclaims", namespace)[-1:], (claims, cluster.created)
         volume = cluster.volume_path(namespace, claims[0])
         info = volume.stat()
@@ -214,8 +219,9 @@ def test_journey(bake, tools, tmp_path, case, record_property):
                     cluster.wait_for(lambda: claim not in cluster.claims(namespace), 60, "the claim going with its user")
 
             # 8. The Role: sufficient (nothing refused) and minimal by evidence.
-            user = f"system:serviceaccount:{namespace}:hub"
-            rules = deployment.cluster.rules(namespace, "hub")
+            account = hub_deployment(deployment.objects)["spec"]["template"]["spec"]["serviceAccountName"]
+            user = f"system:serviceaccount:{namespace}:{account}"
+            rules = deployment.cluster.rules(namespace, account)
             role_source = (deployment.project / "k8s" / "base" / "hub-role.yaml").read_text(encoding="utf-8")
             from kubespawner import KubeSpawner
 

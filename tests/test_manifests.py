@@ -50,11 +50,18 @@ def check_overlay(project, overlay, context):
 
     by_kind = {o["kind"]: o for o in objects}
     ingress = by_kind["Ingress"]
-    assert [rule["host"] for rule in ingress["spec"]["rules"]] == [context["hostname"]]
+    # Each overlay is a hub of its own, at its own host: production the chosen one,
+    # development dev-<it> unless given.
+    host = context["hostname"] if overlay == "production" else context.get("__development_hostname", "dev-" + context["hostname"])
+    assert [rule["host"] for rule in ingress["spec"]["rules"]] == [host]
     if context["tls"] == "yes":
-        assert ingress["spec"]["tls"] == [{"hosts": [context["hostname"]], "secretName": "hub-tls"}]
+        assert ingress["spec"]["tls"] == [{"hosts": [host], "secretName": {"production": "hub-tls", "development": "hub-tls-dev"}[overlay]}]
     else:
         assert "tls" not in ingress["spec"]
+    # The hub is told its address (JUPYTERHUB_PUBLIC_URL) from the Ingress.
+    scheme = "https" if context["tls"] == "yes" else "http"
+    hub_env = {e["name"]: e.get("value") for e in by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert hub_env["JUPYTERHUB_PUBLIC_URL"] == f"{scheme}://{host}", hub_env
 
     # The image is the one Skaffold builds, with the tag of this overlay's profile.
     container = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
@@ -70,7 +77,8 @@ def check_overlay(project, overlay, context):
     for source in container.get("envFrom", []):
         if context.get("hub_secrets") == "existing-secret":
             # Made in the cluster, not by the overlay: see the generated README, "Secrets".
-            assert source["secretRef"] == {"name": "hub-secrets", "optional": False}
+            name = {"production": "hub-secrets", "development": "hub-secrets-dev"}[overlay]
+            assert source["secretRef"] == {"name": name, "optional": False}
         else:
             assert ("Secret", source["secretRef"]["name"]) in names
     return objects

@@ -191,7 +191,7 @@ def check_singleuser_egress(docs, user_labels):
 def rendered(bakery):  # noqa: F811
     def _rendered(case, overlay):
         project = bakery.project(case)
-        return bakery.render(project, overlay), bakery.hub_config(project)
+        return bakery.render(project, overlay), bakery.hub_config(project, overlay)
 
     return _rendered
 
@@ -234,7 +234,7 @@ def test_oauth_ports_come_from_the_token_and_userinfo_urls():
 def test_checks_catch_policies_that_open_too_much_or_too_little(rendered):
     """Negative controls: each broken policy is caught by the checks above."""
     case = OAUTH_CASES[0]
-    docs, hub_config = rendered(case, "development")
+    docs, hub_config = rendered(case, "production")  # the base's names: hub, singleuser
     users = user_pod_labels(hub_config)
     assert check_hub_egress(docs, oauth_ports(case)) == []
     assert check_singleuser_egress(docs, users) == []
@@ -351,7 +351,7 @@ def test_each_needed_path_closes_when_its_rules_are_removed(rendered, case, over
 def test_the_table_catches_the_faults_a_cluster_would_show(rendered):
     """The planted faults of the review that found these holes: each is reported."""
     case = dict(CASES[0], ingress_controller_namespace="ingress-nginx")
-    docs, hub_config = rendered(case, "development")
+    docs, hub_config = rendered(case, "production")  # the base's names: hub, singleuser
     assert table_check(docs, hub_config, answers(case)) == []
 
     def broken(change):

@@ -280,7 +280,7 @@ def context_of(case):
 def render(bakery):
     def _render(case, overlay):
         project = bakery.project(case)
-        return bakery.render(project, overlay), bakery.hub_config(project), project
+        return bakery.render(project, overlay), bakery.hub_config(project, overlay), project
 
     return _render
 
@@ -360,7 +360,7 @@ def test_checks_catch_broken_manifests(render):
     import copy
 
     case = next(c for c in MATRIX if c["user_storage"] == "yes" and c["authenticator"] == "dummy")
-    docs, hub_config, _ = render(case, "development")
+    docs, hub_config, _ = render(case, "production")  # the base's names: hub, singleuser
     users = user_pod_labels(hub_config)
 
     def broken(change):
@@ -590,7 +590,8 @@ def test_secrets_come_from_git_ignored_files(bakery, case):
             # The Secret is made in the cluster (kubectl, Sealed Secrets, ...): the
             # repository neither holds nor generates it, and the pod needs it to start.
             assert not sources and not secrets, f"{overlay}: hub_secrets=existing-secret but the overlay makes {secrets}"
-            assert references == ["hub-secrets"], references
+            # Each hub its own Secret, made by hand: production's hub-secrets, development's hub-secrets-dev.
+            assert references == [{"production": "hub-secrets", "development": "hub-secrets-dev"}[overlay]], references
             assert all(e["secretRef"].get("optional") is not True for e in container["envFrom"])
             continue
         assert needed <= provided, f"{overlay}: the authenticator needs {sorted(needed - provided)}, no Secret provides them"
@@ -703,10 +704,13 @@ def test_role_evidence_catches_planted_faults(render):
 
     case = next(c for c in MATRIX if c["user_storage"] == "yes")
     docs, _, project = render(case, "development")
-    namespace = one(docs, "Deployment")["metadata"]["namespace"]
-    rules = rbac.rules_for(docs, namespace, "hub")
+    deployment = one(docs, "Deployment")
+    namespace = deployment["metadata"]["namespace"]
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    rules = rbac.rules_for(docs, namespace, account)
+    assert rules, f"no Role bound to {account}"
     source = (project / "k8s" / "base" / "hub-role.yaml").read_text(encoding="utf-8")
-    user = f"system:serviceaccount:{namespace}:hub"
+    user = f"system:serviceaccount:{namespace}:{account}"
     used = [("list", "pods"), ("watch", "pods"), ("create", "pods"), ("delete", "pods"), ("list", "events"),
             ("watch", "events"), ("create", "persistentvolumeclaims"), ("delete", "persistentvolumeclaims")]  # fmt: skip
     requests = [{"user": user, "verb": v, "resource": r, "subresource": "", "status": 200} for v, r in used]

@@ -105,7 +105,15 @@ def load(project):
     return fast_yaml.load((project / "skaffold.yaml").read_text())
 
 
-@pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
+# The matrix, and create_namespace's other value (it changes skaffold.yaml: conftest.CONFINED)
+# with every value of the choices that change skaffold.yaml too.
+SKAFFOLD_COMBOS = MATRIX + [
+    dict(MATRIX[0], create_namespace="no", kaniko_credentials=kaniko, registry_insecure=insecure)
+    for kaniko in ("docker-config", "secret", "none") for insecure in ("no", "yes")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("combo", SKAFFOLD_COMBOS, ids=combo_id)
 def test_skaffold_yaml_is_valid_and_consistent(bake, combo):
     for version in versions():
         validator(version)  # without the schemas, skip before baking
@@ -128,6 +136,8 @@ def test_skaffold_yaml_is_valid_and_consistent(bake, combo):
     credentials = combo["kaniko_credentials"]
     if credentials == "docker-config":
         assert cluster["dockerConfig"] == {"path": "~/.docker/config.json"}
+        # A Secret of a new name each build: one a failed build left behind blocks nothing.
+        assert cluster["randomDockerConfigSecret"] is True
     elif credentials == "secret":
         assert cluster["dockerConfig"] == {"secretName": "kaniko-docker-config"}
     else:
@@ -135,6 +145,10 @@ def test_skaffold_yaml_is_valid_and_consistent(bake, combo):
     assert build.get("insecureRegistries", []) == (
         ["jupyterhub-registry.127.0.0.1.nip.io"] if combo["registry_insecure"] == "yes" else []
     )
+    # The namespace, created before kaniko's pod needs it, unless a platform made it.
+    hooks = (artifact.get("hooks") or {}).get("before") or []
+    wanted = [["kubectl", "apply", "--filename", "k8s/namespace.yaml"]] if combo.get("create_namespace", "yes") == "yes" else []
+    assert [h["command"] for h in hooks] == wanted, hooks
 
     # Every profile deploys an existing overlay, whose `images:` entry names exactly
     # the artifact with the tag that profile's tag policy gives it.
@@ -280,3 +294,51 @@ def test_skaffold_schema_variable_names_a_directory_or_one_file(schema_server, t
     # That file does not serve another version: the lookup goes on, and says why.
     with pytest.raises(SchemaUnavailable, match=re.escape(f"$SKAFFOLD_SCHEMA={one_file} (no skaffold-v4beta11.json there)")):
         find_schema("v4beta11", environ=environ, shared=tmp_path / "none", cache=tmp_path / "cache")
+
+
+# --- No restart without a change: what `skaffold run` adds, modelled on its source ---------
+
+
+def hub_template(objects):
+    import json
+
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    return json.dumps(deployment["spec"]["template"], sort_keys=True)
+
+
+@pytest.mark.parametrize("overlay", ["development", "production"])
+def test_an_unchanged_skaffold_run_leaves_the_hubs_pod_template_alone(bake, overlay):
+    """Two runs, two run IDs (Skaffold's UUIDs): with the generated skaffold.env the hub's pod
+    template is byte-identical, so the Deployment does not roll; without it, it differs."""
+    from conftest import kustomize
+    from support import skaffold_labels
+
+    project = bake()
+    objects = kustomize(project, overlay)
+    env_file = (project / "skaffold.env").read_text(encoding="utf-8")
+    runs = [skaffold_labels.apply(objects, skaffold_labels.labels_for_run(env_file, {})) for _ in range(2)]
+    assert hub_template(runs[0]) == hub_template(runs[1]), "the second run changed the hub's pod template"
+    [deployment] = [o for o in runs[0] if o["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["metadata"]["labels"]["skaffold.dev/run-id"] == project.name, (
+        "the fixed run ID reaches the pod template"
+    )
+    # The planted fault: no skaffold.env, Skaffold's own run ID per run: every run rolls the hub.
+    bare = [skaffold_labels.apply(objects, skaffold_labels.labels_for_run(None, {})) for _ in range(2)]
+    assert hub_template(bare[0]) != hub_template(bare[1])
+    # A change does roll it: another image digest (what a new build deploys).
+    changed = [dict(o) for o in runs[1]]
+    [deployment] = [o for o in changed if o["kind"] == "Deployment"]
+    deployment["spec"] = {**deployment["spec"], "template": {**deployment["spec"]["template"], "spec": {
+        **deployment["spec"]["template"]["spec"],
+        "containers": [dict(deployment["spec"]["template"]["spec"]["containers"][0], image="registry.example.org/hub@sha256:" + "1" * 64)],
+    }}}  # fmt: skip
+    assert hub_template(changed) != hub_template(runs[0])
+
+
+def test_skaffold_env_is_the_flag_skaffold_reads():
+    """SKAFFOLD_LABEL=k=v is --label k=v; a value already in the environment wins over the file."""
+    from support import skaffold_labels
+
+    text = "# a comment\n\nSKAFFOLD_LABEL=skaffold.dev/run-id=team-hub\n"
+    assert skaffold_labels.labels_for_run(text, {}, run_id="uuid")["skaffold.dev/run-id"] == "team-hub"
+    assert skaffold_labels.labels_for_run(text, {"SKAFFOLD_LABEL": "a=b"}, run_id="uuid") == {"skaffold.dev/run-id": "uuid", "a": "b"}

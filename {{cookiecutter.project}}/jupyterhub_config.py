@@ -26,13 +26,13 @@ USER_IMAGE = {{ cookiecutter.user_image | tojson }}
 USER_STORAGE = {{ "True" if cookiecutter.user_storage == "yes" else "False" }}
 USER_STORAGE_SIZE = {{ cookiecutter.user_storage_size | tojson }}
 STORAGE_CLASS = {{ cookiecutter.storage_class | tojson }}  # empty: the cluster's default
+IMAGE_PULL_SECRET = {{ cookiecutter.__image_pull_secret | tojson }}  # empty: public images
 IDLE_CULLING = {{ "True" if cookiecutter.idle_culling == "yes" else "False" }}
 IDLE_TIMEOUT_SECONDS = {{ cookiecutter.idle_timeout | int }}
 
-# The Service in front of this pod (k8s/base/hub-service.yaml) and the ports: the
-# hub API's, the proxy's public one (both declared in k8s/base/hub-deployment.yaml,
-# which names them hub and http), and the proxy's API, which stays inside the pod.
-HUB_SERVICE_NAME = "hub"
+# The ports: the hub API's, the proxy's public one (both declared in
+# k8s/base/hub-deployment.yaml, which names them hub and http), and the proxy's API,
+# which stays inside the pod.
 HUB_PORT = 8081
 PROXY_PUBLIC_PORT = 8000
 PROXY_API_PORT = 8001
@@ -44,6 +44,20 @@ STATE_DIR = Path(os.environ.get("JUPYTERHUB_STATE_DIR", "/srv/jupyterhub"))
 NAMESPACE = require_env(
     "POD_NAMESPACE", "the Deployment sets it from the downward API (fieldRef metadata.namespace)"
 )
+
+# Which hub this is: each overlay is a hub of its own, and says so in its Deployment.
+INSTANCE = require_env("HUB_INSTANCE", "each overlay names its hub (k8s/overlays/*/hub-deployment-patch.yaml)")
+# The Service in front of this pod, by the name its overlay gives it (hub, hub-dev, ...).
+HUB_SERVICE_NAME = require_env(
+    "HUB_SERVICE_NAME", "each overlay's kustomization copies its Service's name into the Deployment"
+)
+# What the names of this hub's user pods and claims start with, so that two hubs in one
+# namespace never share one: empty for production, which keeps KubeSpawner's own names
+# (jupyter-<user>, claim-<user>, as projects generated before the overlays became separate
+# hubs used), "dev-" for development. A name starting with "dev-" can equal neither.
+USER_OBJECT_PREFIX = os.environ.get("HUB_USER_OBJECT_PREFIX")
+if USER_OBJECT_PREFIX is None:
+    sys.exit("HUB_USER_OBJECT_PREFIX is not set: each overlay sets it in its Deployment (it may be empty)")
 
 # Where the proxy's pid file goes: set by the Deployment, next to the volume it is on.
 PROXY_PID_FILE = require_env(
@@ -82,8 +96,15 @@ c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
 c.KubeSpawner.namespace = NAMESPACE
 # User pods cannot use loopback: they reach the hub through its Service.
 c.KubeSpawner.hub_connect_url = f"http://{HUB_SERVICE_NAME}.{NAMESPACE}.svc:{HUB_PORT}"
+# This hub's users' pods: their names, and the label that the NetworkPolicies of this
+# hub select them by (k8s/overlays/*/kustomization.yaml puts it on this hub's objects).
+c.KubeSpawner.pod_name_template = USER_OBJECT_PREFIX + "jupyter-{user_server}"
+c.KubeSpawner.extra_labels = {"app.kubernetes.io/instance": INSTANCE}
 c.KubeSpawner.image = USER_IMAGE
 c.KubeSpawner.image_pull_policy = "IfNotPresent"
+if IMAGE_PULL_SECRET:
+    # The users' image is in a private registry: the hub's pull Secret serves them too.
+    c.KubeSpawner.image_pull_secrets = [IMAGE_PULL_SECRET]
 c.KubeSpawner.start_timeout = 300  # a first pull of the user image can be slow
 c.KubeSpawner.http_timeout = 120
 c.KubeSpawner.cpu_guarantee = 0.1
@@ -108,7 +129,7 @@ if USER_STORAGE:
     c.KubeSpawner.storage_pvc_ensure = True
     # Pinned (KubeSpawner 7's default, written out): were a KubeSpawner upgrade to change
     # its default, every user would get a new, empty volume and the old one would be orphaned.
-    c.KubeSpawner.pvc_name_template = "claim-{user_server}"
+    c.KubeSpawner.pvc_name_template = USER_OBJECT_PREFIX + "claim-{user_server}"
     c.KubeSpawner.storage_capacity = USER_STORAGE_SIZE
     c.KubeSpawner.storage_access_modes = ["ReadWriteOnce"]
     c.KubeSpawner.storage_class = STORAGE_CLASS or None

@@ -194,10 +194,15 @@ class Bakery:
             self.k8s_digests[project, exact] = k8s_digest(project, exact)
         return self.k8s_digests[project, exact]
 
-    def hub_config(self, project):
-        if project not in self.hub_configs:
-            self.hub_configs[project] = load_hub_config(project)
-        return self.hub_configs[project]
+    def hub_config(self, project, overlay="development"):
+        """The hub's configuration as the overlay's pod loads it (its Deployment's environment)."""
+        key = (project, overlay)
+        if key not in self.hub_configs:
+            from hubrunner import pod_environment
+
+            env = {k: v for k, v in pod_environment(self.render(project, overlay), secrets={}).items() if not v.startswith("/")}
+            self.hub_configs[key] = load_hub_config(project, env)
+        return self.hub_configs[key]
 
 
 _SESSION = {}
@@ -214,8 +219,9 @@ def session_bakery():
     return _SESSION[shared]
 
 
-def load_hub_config(project):
-    """Execute the generated jupyterhub_config.py the way JupyterHub does, into a Config."""
+def load_hub_config(project, pod_env=None):
+    """Execute the generated jupyterhub_config.py the way JupyterHub does, into a Config, with
+    the pod's environment (paths into its volumes left out: the pid file goes elsewhere)."""
     from traitlets.config import Config
 
     config = Config()
@@ -231,7 +237,9 @@ def load_hub_config(project):
     # once the config is loaded), not the pod's path.
     with tempfile.TemporaryDirectory(prefix="hub-config-") as pid_dir:
         pid_file = Path(pid_dir) / "jupyterhub-proxy.pid"
-        with patched_environ(dict(os.environ, POD_NAMESPACE="checked-namespace", JUPYTERHUB_PROXY_PID_FILE=str(pid_file))):
+        env = {**os.environ, "POD_NAMESPACE": "checked-namespace", **(pod_env or {})}
+        env["JUPYTERHUB_PROXY_PID_FILE"] = str(pid_file)
+        with patched_environ(env):
             try:
                 exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)  # noqa: S102
             finally:

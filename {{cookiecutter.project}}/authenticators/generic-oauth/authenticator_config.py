@@ -1,7 +1,7 @@
 """Log in with an OAuth 2 / OpenID Connect provider (OAuthenticator's GenericOAuthenticator).
 
 Register a client with your provider with the callback URL
-<PUBLIC_URL>/hub/oauth_callback (PUBLIC_URL: see hub_helpers.py); its client ID
+<public URL>/hub/oauth_callback (each overlay's host: k8s/overlays/*/); its client ID
 and secret come from the Secret `hub-secrets` (OAUTH_CLIENT_ID,
 OAUTH_CLIENT_SECRET), never from this repository.
 Who may log in: the admin, users the admin adds in the admin panel, and everyone
@@ -10,11 +10,11 @@ the provider authenticates if OAUTH_ALLOW_ALL is "true".
 
 import os
 
-from hub_helpers import PUBLIC_URL, require_env
+from hub_helpers import public_url, require_env
 
 c = get_config()  # noqa: F821
 c.JupyterHub.authenticator_class = "generic-oauth"
-c.GenericOAuthenticator.oauth_callback_url = f"{PUBLIC_URL}/hub/oauth_callback"
+c.GenericOAuthenticator.oauth_callback_url = f"{public_url()}/hub/oauth_callback"
 c.GenericOAuthenticator.authorize_url = {{ cookiecutter.__oauth_authorize_url | tojson }}
 c.GenericOAuthenticator.token_url = {{ cookiecutter.__oauth_token_url | tojson }}
 c.GenericOAuthenticator.userdata_url = {{ cookiecutter.__oauth_userdata_url | tojson }}

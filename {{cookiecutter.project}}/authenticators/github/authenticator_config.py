@@ -1,7 +1,7 @@
 """Log in with GitHub (OAuthenticator's GitHubOAuthenticator).
 
 Create an OAuth app at https://github.com/settings/developers with the callback
-URL <PUBLIC_URL>/hub/oauth_callback (PUBLIC_URL: see hub_helpers.py); its client ID and secret come from the Secret `hub-secrets`
+URL <public URL>/hub/oauth_callback (each overlay's host: k8s/overlays/*/); its client ID and secret come from the Secret `hub-secrets`
 (OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET), never from this repository.
 Who may log in: the admin, users the admin adds in the admin panel, and members
 of the organizations listed in GITHUB_ALLOWED_ORGANIZATIONS (comma-separated).
@@ -9,11 +9,11 @@ of the organizations listed in GITHUB_ALLOWED_ORGANIZATIONS (comma-separated).
 
 import os
 
-from hub_helpers import PUBLIC_URL, require_env
+from hub_helpers import public_url, require_env
 
 c = get_config()  # noqa: F821
 c.JupyterHub.authenticator_class = "github"
-c.GitHubOAuthenticator.oauth_callback_url = f"{PUBLIC_URL}/hub/oauth_callback"
+c.GitHubOAuthenticator.oauth_callback_url = f"{public_url()}/hub/oauth_callback"
 c.GitHubOAuthenticator.client_id = require_env(
     "OAUTH_CLIENT_ID", "the client ID of your GitHub OAuth app"
 )
