@@ -62,3 +62,28 @@ def test_fresh_clone_secrets_command_works(bake, tmp_path, authenticator):
             assert len(values["JUPYTERHUB_USER_PASSWORD"]) >= 8
         assert len(values["JUPYTERHUB_ADMIN_PASSWORD"]) >= 32
         assert any(o["kind"] == "Secret" for o in kustomize(clone, overlay))
+
+
+@pytest.mark.parametrize("create", ["yes", "no"])
+def test_first_deploy_goes_in_order_from_an_empty_cluster(bake, create):
+    """Every prerequisite of the first deploy, numbered, in the order they are needed, then the
+    deploy and the address to open."""
+    readme = (bake(create_namespace=create, namespace="lab-ns-1") / "README.md").read_text()
+    section = readme.split("## What you need: the first deploy", 1)[1].split("\n## ", 1)[0]
+    steps = re.findall(r"^(\d+)\. \*\*([^*]+)\*\*", section, re.M)
+    assert [int(n) for n, _ in steps] == list(range(1, len(steps) + 1)), steps
+    order = ["kubectl", "namespace", "registry", "kaniko", "Pull credentials", "ingress controller", "secrets"]
+    titles = [title for _, title in steps]
+    assert len(titles) == len(order) and all(w.lower() in t.lower() for w, t in zip(order, titles)), titles
+    if create == "yes":
+        assert "`skaffold run` creates it" in section and "kubectl apply -f k8s/namespace.yaml" in section
+    else:
+        assert "exists: a platform made it" in section and "namespace.yaml" not in section
+    # The registry must be reachable from pods and nodes, with recipes for the common cases.
+    for text in ("from inside a pod and from every node", "REGISTRY_HOST", "ghcr.io", "kind", "registry_insecure=yes"):
+        assert text in section, text
+    # kaniko's credentials: a file of this registry only; credential stores say why.
+    assert "credential store" in section and "401 UNAUTHORIZED" in section
+    after = readme.split("## What you need: the first deploy", 1)[1].split("\n## ", 1)[1]
+    assert after.startswith("Build, deploy, open") and "skaffold run" in after
+    assert "http://dev-lab-ns-1-jupyterhub.127.0.0.1.nip.io/" in after
