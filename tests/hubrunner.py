@@ -260,16 +260,8 @@ def install_config(project, workdir):
 def etc_file_with(workdir, path, line):
     target = Path(workdir) / "image-files" / Path(path).name
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(passwd_with(Path(path).read_text(), line) if "passwd" in path else _group_with(Path(path).read_text(), line))
+    target.write_text(passwd_with(Path(path).read_text(), line))
     return target
-
-
-def _group_with(base, line):
-    gid = line.split(":")[2]
-    lines = [entry for entry in base.splitlines() if entry]
-    if not any(entry.split(":")[2:3] == [gid] for entry in lines):
-        lines.append(line)
-    return "\n".join(lines) + "\n"
 
 
 def hub_standin_image(project, name, workdir):

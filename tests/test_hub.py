@@ -518,6 +518,27 @@ class MockOrmSpawner:
     user_options = None
 
 
+def built_user_pod(project, workdir, monkeypatch, objects=None, secrets=None, username="alice"):
+    """The hub's environment (from the rendered Deployment) and (namespace, pod) that
+    KubeSpawner builds for username under it, with the config loaded in this process."""
+    from traitlets.config import PyFileConfigLoader
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = install_config(project, workdir / "installed")
+    env = local_environment(project, workdir, objects, secrets)
+    # KubeSpawner loads a kube config even when it only builds the manifest: one whose API
+    # server is a closed port (nothing is sent).
+    env["KUBECONFIG"] = str(write_kube_config(workdir / "kubeconfig"))
+    with monkeypatch.context() as patch:
+        use_kube_config(patch, env["KUBECONFIG"])
+        for name in [n for n in os.environ if n not in env]:
+            patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        config = PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
+        return env, asyncio.run(pod_manifest(config, username))
+
+
 async def pod_manifest(config, username):
     """The pod KubeSpawner would create, built by KubeSpawner itself (no API calls)."""
     from jupyterhub.app import JupyterHub
@@ -538,24 +559,12 @@ async def pod_manifest(config, username):
 @pytest.mark.parametrize("case", ["tmp", "dummy"])  # user_storage yes, no
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # importing jupyterhub.app in-process
 def test_user_pod(bake, case, tmp_path, monkeypatch):
-    from traitlets.config import PyFileConfigLoader
-
     context = CASES[case]
     project = bake_case(bake, case)
     objects = render(project)
-    config_file = install_config(project, tmp_path)
-    env = local_environment(project, tmp_path, objects, secrets_env(project, context["authenticator"]))
-    # KubeSpawner loads a kube config even when it only builds the manifest: one whose API
-    # server is a closed port (nothing is sent).
-    env["KUBECONFIG"] = str(write_kube_config(tmp_path / "kubeconfig"))
-    use_kube_config(monkeypatch, env["KUBECONFIG"])
-    for name in [n for n in os.environ if n not in env]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    config = PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
-
-    namespace, pod = asyncio.run(pod_manifest(config, "alice"))
+    env, (namespace, pod) = built_user_pod(
+        project, tmp_path, monkeypatch, objects, secrets_env(project, context["authenticator"])
+    )
     spec = pod["spec"]
     [container] = spec["containers"]
     envs = {e["name"]: e.get("value") for e in container["env"]}
@@ -628,25 +637,13 @@ USER_POD_FAULTS = {
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_user_pod_checks_catch_planted_faults(bake, tmp_path, monkeypatch):
     """The checks of test_user_pod, on pods KubeSpawner builds from configs changed the wrong way."""
-    from traitlets.config import PyFileConfigLoader
-
     source = bake_case(bake, "tmp")
     for fault, line in USER_POD_FAULTS.items():
         project = tmp_path / fault.replace(" ", "-")
         shutil.copytree(source, project)
         with open(project / "jupyterhub_config.py", "a", encoding="utf-8") as config:
             config.write(f"\n{line}  # planted by test_hub.py\n")
-        config_file = install_config(project, project / "installed")
-        env = local_environment(project, project / "work")
-        env["KUBECONFIG"] = str(write_kube_config(project / "kubeconfig"))
-        with monkeypatch.context() as patch:
-            use_kube_config(patch, env["KUBECONFIG"])
-            for name in [n for n in os.environ if n not in env]:
-                patch.delenv(name)
-            for name, value in env.items():
-                patch.setenv(name, value)
-            config = PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
-            _, pod = asyncio.run(pod_manifest(config, "alice"))
+        _, (_, pod) = built_user_pod(project, project / "work", monkeypatch)
         assert user_pod_security_problems(pod), f"not caught: {fault}"
 
 

@@ -264,12 +264,13 @@ class BuildahImage:
         return self._files[path]
 
 
-def passwd_with(base, user_line):
-    """/etc/passwd text with user_line added unless that uid is there."""
-    uid = user_line.split(":")[2]
+def passwd_with(base, entry):
+    """/etc/passwd (or /etc/group) text with entry added unless its uid (gid) is there:
+    the third field in both files."""
+    number = entry.split(":")[2]
     lines = [line for line in base.splitlines() if line]
-    if not any(line.split(":")[2:3] == [uid] for line in lines):
-        lines.append(user_line)
+    if not any(line.split(":")[2:3] == [number] for line in lines):
+        lines.append(entry)
     return "\n".join(lines) + "\n"
 
 
