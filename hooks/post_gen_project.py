@@ -35,7 +35,7 @@ RANDOM_BYTES_LINE = "RANDOM_BYTES = {}"
 
 
 def keep_chosen_authenticator(project):
-    """Keep authenticator_config.py from authenticators/<choice>/, and its
+    """Keep authenticator_config.py from authenticators/<choice>/ (in hub-config/), and its
     hub-secrets.env.example if the hub needs secrets; the folders go.
 
     Returns the folder's authenticator.yaml (CONTRIBUTING.md describes the folder).
@@ -43,7 +43,7 @@ def keep_chosen_authenticator(project):
     choices = project / "authenticators"
     chosen = choices / AUTHENTICATOR
     about = yaml.safe_load((chosen / "authenticator.yaml").read_text(encoding="utf-8"))
-    (chosen / "authenticator_config.py").replace(project / "authenticator_config.py")
+    (chosen / "authenticator_config.py").replace(project / "hub-config" / "authenticator_config.py")
     if (chosen / "hub-secrets.env.example").exists():
         (chosen / "hub-secrets.env.example").replace(project / "hub-secrets.env.example")
     shutil.rmtree(choices)

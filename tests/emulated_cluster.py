@@ -72,6 +72,7 @@ RESOURCES = {
 }
 KIND_RESOURCE = {kind: resource for resource, (_, _, kind) in RESOURCES.items()}
 NODE_NAME = "emulated-node"
+ALWAYS_READ_ONLY = {"secret", "configMap", "downwardAPI", "projected"}
 NODE_ALLOCATABLE = {"cpu": "2", "memory": "8Gi"}
 API_PORT = 6443  # where the API server listens, as on kind and k3s
 HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -1142,7 +1143,10 @@ class Cluster:
             source = prepared[name]
             if mount.get("subPath"):
                 source = source / mount["subPath"]
-            mounts.append({"source": str(source), "target": mount["mountPath"], "readOnly": bool(mount.get("readOnly"))})
+            # The kubelet mounts Secret, ConfigMap, downward API and projected volumes
+            # read-only whatever the mount says (Kubernetes 1.9.4 and later).
+            read_only = bool(mount.get("readOnly")) or bool(ALWAYS_READ_ONLY & set(volumes[name]))
+            mounts.append({"source": str(source), "target": mount["mountPath"], "readOnly": read_only})
         return mounts
 
     def _prepare_volume(self, namespace, pod, volume, pod_dir, fs_group):

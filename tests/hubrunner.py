@@ -10,8 +10,9 @@ account token. Nothing about the pod is set by the tests: what differs between t
 the image only:
 
 - `hub_standin_image(project)`: the project's Dockerfile read as an image config
-  (ENTRYPOINT, CMD, USER, WORKDIR, the config files it copies, where and with which
-  mode) over this machine's root, with the test tools' JupyterHub, KubeSpawner and
+  (ENTRYPOINT, CMD, USER, WORKDIR, any file it copies into the config directory, as
+  projects generated before the configuration became a ConfigMap did) over this
+  machine's root, with the test tools' JupyterHub, KubeSpawner and
   authenticators (the versions k8s-hub pins: requirements-dev.txt) and the proxy the
   Dockerfile pins; the hub, image and journey tests that need no image build use it;
 - an image that buildah built from the Dockerfile (tests/test_image.py).
@@ -221,8 +222,14 @@ def with_secrets(objects, values):
 
 
 def dockerfile_config(project):
-    """The final stage's image config as the Dockerfile states it, and the files it copies into
-    /usr/local/etc/jupyterhub/ ({name: mode})."""
+    """The final stage's image config as the Dockerfile states it."""
+    return dockerfile_image(project)[0]
+
+
+def dockerfile_image(project):
+    """The final stage's image config, and the files it copies from the build context into
+    /usr/local/etc/jupyterhub/ ({name: mode}): none today (the configuration is a ConfigMap);
+    a project generated before that copied its config files there."""
     text = (Path(project) / "Dockerfile").read_text(encoding="utf-8")
     final = text.rsplit("\nFROM ", 1)[1]
     import json as _json
@@ -241,20 +248,47 @@ def dockerfile_config(project):
     return config, copied
 
 
-def config_files(project):
-    """The files the project's Dockerfile copies into /usr/local/etc/jupyterhub/."""
-    copied = dockerfile_config(project)[1]
-    assert copied, "the Dockerfile copies no file into /usr/local/etc/jupyterhub/"
-    return list(copied)
+def config_volume(objects):
+    """The hub's configuration as the pod gets it: (the mountPath of the ConfigMap volume
+    that holds it, {file name: text}) from the rendered Deployment and ConfigMap."""
+    deployment = hub_deployment(objects)
+    container = hub_container(objects)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes") or []}
+    maps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    found = [(m["mountPath"], volumes[m["name"]]["configMap"]["name"])
+             for m in container.get("volumeMounts") or [] if "configMap" in volumes[m["name"]]]  # fmt: skip
+    assert len(found) == 1, f"the hub container mounts {len(found)} ConfigMap volumes, not one"
+    [(mount_path, name)] = found
+    assert name in maps, f"the hub container mounts ConfigMap/{name}, which the render does not hold"
+    return mount_path, maps[name]["data"]
 
 
-def install_config(project, workdir):
-    """The config files side by side, as the Dockerfile puts them in /usr/local/etc/jupyterhub/."""
+def config_file_path(project, objects):
+    """The config file the image's command names (jupyterhub --config <path>), which must lie
+    in the mounted ConfigMap: its key there."""
+    cmd = dockerfile_config(project)["Cmd"]
+    path = cmd[cmd.index("--config") + 1]
+    mount_path, files = config_volume(objects)
+    key = os.path.relpath(path, mount_path)
+    assert key in files, f"the image's command reads {path}, which the ConfigMap at {mount_path} does not hold"
+    return key
+
+
+def install_config(project, workdir, objects=None):
+    """The ConfigMap's files side by side, as the kubelet puts them where the Deployment
+    mounts them (or, for a project generated before the configuration became a ConfigMap,
+    the files its Dockerfile copies); the file the image's command names."""
+    objects = render(project) if objects is None else objects
     etc = Path(workdir) / "etc"
     etc.mkdir(parents=True, exist_ok=True)
-    for name in config_files(project):
-        shutil.copy2(Path(project) / name, etc / name)
-    return etc / "jupyterhub_config.py"
+    if not any(o["kind"] == "ConfigMap" for o in objects):
+        for name in dockerfile_image(project)[1]:
+            shutil.copy2(Path(project) / name, etc / name)
+        cmd = dockerfile_config(project)["Cmd"]
+        return etc / Path(cmd[cmd.index("--config") + 1]).name
+    for name, text in config_volume(objects)[1].items():
+        (etc / name).write_text(text, encoding="utf-8")
+    return etc / config_file_path(project, objects)
 
 
 def etc_file_with(workdir, path, line):
@@ -267,11 +301,10 @@ def etc_file_with(workdir, path, line):
 def hub_standin_image(project, name, workdir):
     """The hub image without a build: the Dockerfile's config over this machine's root, with the
     test tools' hub packages and proxy (README, "What is tested": their versions are k8s-hub's)."""
-    config, copied = dockerfile_config(project)
+    config, copied = dockerfile_image(project)
     workdir = Path(workdir)
     python = Path(os.path.realpath(sys.executable))
     files = {f"/usr/local/etc/jupyterhub/{n}": (Path(project) / n, mode, 0, 0) for n, mode in copied.items()}
-    files["/usr/local/etc/jupyterhub"] = (None, 0o755, 0, 0)
     # k8s-hub: jovyan (uid 1000, group 1000) owns the WORKDIR.
     files["/etc/passwd"] = (etc_file_with(workdir, "/etc/passwd", "jovyan:x:1000:1000:Default user:/home/jovyan:/bin/bash"), 0o644, 0, 0)
     files["/etc/group"] = (etc_file_with(workdir, "/etc/group", "jovyan:x:1000:"), 0o644, 0, 0)
@@ -453,6 +486,19 @@ class HubDeployment:
     def container(self):
         return self.cluster.container(self.namespace, self.pod)
 
+    def exec(self, argv, user, timeout=60):
+        """argv in the hub's container as `kubectl exec` runs it: in the container's mount, PID
+        and network namespaces and root, as user ("uid:gid"); the CompletedProcess."""
+        running = self.container()
+        assert running, f"the hub's container is not running\n{self.log_tail()}"
+        inside = [pid for pid in descendants(running.pid) if os.readlink(f"/proc/{pid}/root") != "/"]
+        assert inside, "no process of the hub's container has entered its root"
+        uid, gid = user.split(":")
+        return subprocess.run(
+            ["nsenter", "-t", str(min(inside)), "-m", "-p", "-n", "-r", "-w", "-S", uid, "-G", gid, "--", *argv],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
     def wait_ready(self, timeout=180):
         """Until the hub's pod is Ready (its readiness probe passed); seconds since started_at."""
         deadline = time.monotonic() + timeout
@@ -544,7 +590,7 @@ class HubDeployment:
         """The configuration as the hub loads it (in this process, from the same files and environment)."""
         if not hasattr(self, "_config"):
             scratch = Path(tempfile.mkdtemp(prefix="hub-config-", dir=self.workdir))
-            self._config = load_config(install_config(self.project, scratch), local_environment(self.project, scratch, self.objects))
+            self._config = load_config(install_config(self.project, scratch, self.objects), local_environment(self.project, scratch, self.objects))
         return self._config
 
     # --- the volumes, as the node holds them ---

@@ -31,8 +31,10 @@ def secrets_env(project, authenticator):
 
 
 def user_image_of(project):
-    """USER_IMAGE of the project's jupyterhub_config.py: the image its users' pods run."""
-    return re.search(r'^USER_IMAGE = "([^"]+)"', (Path(project) / "jupyterhub_config.py").read_text(), re.M)[1]
+    """USER_IMAGE of the project's jupyterhub_config.py (in hub-config/, or at the top in a
+    project generated before the configuration became a ConfigMap): the users' image."""
+    [config] = [p for p in (Path(project) / "hub-config/jupyterhub_config.py", Path(project) / "jupyterhub_config.py") if p.exists()]
+    return re.search(r'^USER_IMAGE = "([^"]+)"', config.read_text(), re.M)[1]
 
 
 def singleuser_standin_image(name, workdir):
@@ -214,7 +216,7 @@ def login_native(deployment, name=None):
     """The admin does not sign up: the hub made the account at start with the password
     JUPYTERHUB_ADMIN_PASSWORD from the Secret (the README's "Log in"); log in at /hub/login."""
     hub = deployment.hub
-    admin = name or re.search(r'^ADMIN_USER = "([^"]+)"', (deployment.project / "jupyterhub_config.py").read_text(), re.M)[1]
+    admin = name or re.search(r'^ADMIN_USER = "([^"]+)"', (deployment.project / "hub-config/jupyterhub_config.py").read_text(), re.M)[1]
     session = form_login(hub, admin, deployment.secrets["JUPYTERHUB_ADMIN_PASSWORD"])
     return session, logged_in_name(session, hub)
 

@@ -81,11 +81,11 @@ def test_bakes_clean(bake, combo):
     project = bake(**combo)
     files = {str(p.relative_to(project)): p for p in project_files(project)}
 
-    # The chosen authenticator became authenticator_config.py; the others are gone.
-    assert "authenticator_config.py" in files
+    # The chosen authenticator became hub-config/authenticator_config.py; the others are gone.
+    assert "hub-config/authenticator_config.py" in files
     assert not (project / "authenticators").exists()
     chosen = AUTHENTICATORS / combo["authenticator"] / "authenticator_config.py"
-    assert re.search(r"authenticator_class = \S+", files["authenticator_config.py"].read_text())[0] == (
+    assert re.search(r"authenticator_class = \S+", files["hub-config/authenticator_config.py"].read_text())[0] == (
         re.search(r"authenticator_class = \S+", chosen.read_text())[0]
     )
 

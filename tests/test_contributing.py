@@ -107,10 +107,10 @@ def configure(project, env):
 
     config = Config()
     saved_path, saved_environ = list(sys.path), dict(os.environ)
-    sys.path.insert(0, str(project))
+    sys.path.insert(0, str(project / "hub-config"))
     os.environ.update(env)
     try:
-        path = project / "authenticator_config.py"
+        path = project / "hub-config/authenticator_config.py"
         exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), {"get_config": lambda: config})  # noqa: S102
     finally:
         sys.path[:] = saved_path

@@ -130,6 +130,9 @@ def test_cruft_update_keeps_the_users_of_a_hub_generated_before_the_split(tmp_pa
         run(git, "commit", "-qm", "separate hubs", cwd=template)
         update = run(cruft, "update", "--skip-apply-ask", "--allow-untracked-files", cwd=project)
         assert not list(project.rglob("*.rej")), update.stdout + update.stderr
+        # The configuration moved into hub-config/, a ConfigMap: none is left at the top.
+        assert sorted(p.name for p in project.glob("*.py")) == [], sorted(project.glob("*.py"))
+        assert (project / "hub-config" / "jupyterhub_config.py").exists()
 
         # The README's upgrade note, step by step: a Deployment's selector cannot change...
         new = render(project, "production")

@@ -146,7 +146,7 @@ def test_existing_secret_fresh_clone_renders_with_no_step(bake, tmp_path, authen
     # The README's command makes a Secret with the keys the authenticator needs.
     readme = (clone / "README.md").read_text()
     section = readme.split("## Secrets", 1)[1].split("\n## ", 1)[0]
-    needed = re.findall(r'require_env\(\s*"([A-Z_]+)"', (clone / "authenticator_config.py").read_text())
+    needed = re.findall(r'require_env\(\s*"([A-Z_]+)"', (clone / "hub-config/authenticator_config.py").read_text())
     for key in needed:
         assert f"| `{key}` | required" in section, key
     for text in ("CreateContainerConfigError", 'secret "hub-secrets" not found', "describe pod", "get events",
@@ -256,7 +256,7 @@ def test_project_units_name_every_file_and_the_k8s_tree_once(bake):
     assert set(units) == {f for f in files if not f.startswith("k8s/") and f != "README.md"} | {"k8s/", "(file names)"}
     other = bake(authenticator="github", hub_secrets="existing-secret")  # no secrets files
     changed = {u for u, d in project_units(other).items() if units.get(u) != d}
-    assert {"authenticator_config.py", "k8s/", "(file names)"} <= changed, changed
+    assert {"hub-config/authenticator_config.py", "k8s/", "(file names)"} <= changed, changed
 
 
 @pytest.mark.parametrize(
@@ -305,8 +305,8 @@ BREAKAGES = {
         "check: k8s/overlays/production: Deployment/hub: invalid for Kubernetes 1.25.0",
     ),
     "Python syntax error": (
-        lambda p: replace(p / "jupyterhub_config.py", "c = get_config()", "c = get_config(("),
-        "check: jupyterhub_config.py:",
+        lambda p: replace(p / "hub-config/jupyterhub_config.py", "c = get_config()", "c = get_config(("),
+        "check: hub-config/jupyterhub_config.py:",
     ),
     "Dockerfile lint error": (
         lambda p: replace(p / "Dockerfile", "WORKDIR /srv/jupyterhub", "RUN cd /srv && pip install jupyterhub\nWORKDIR /srv/jupyterhub"),
@@ -483,7 +483,7 @@ def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
         ("skaffold.yaml", "          K8S_HUB_VERSION:", "quay.io/jupyterhub/k8s-hub", hub_version),
         ("Dockerfile", "ARG CHP_VERSION_BOOKWORM=", "configurable-http-proxy", dockerfile_arg(project, "CHP_VERSION_BOOKWORM")),
         ("Dockerfile", "ARG CHP_VERSION_TRIXIE=", "configurable-http-proxy", dockerfile_arg(project, "CHP_VERSION_TRIXIE")),
-        ("jupyterhub_config.py", "USER_IMAGE = ", *user_image.split("@")[0].rsplit(":", 1)),
+        ("hub-config/jupyterhub_config.py", "USER_IMAGE = ", *user_image.split("@")[0].rsplit(":", 1)),
         ("skaffold.yaml", "        image: ", "ghcr.io/osscontainertools/kaniko", "v1.28.3"),
     ]
     assert len(config["customManagers"]) == len(expected)
@@ -492,7 +492,7 @@ def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
         assert where == file
         assert (dep["depName"], dep["currentValue"]) == (name, value)
         assert dep["replaceString"].strip("\n") == the_line(project, file, start)
-        if "@" in user_image and file == "jupyterhub_config.py":
+        if "@" in user_image and file == "hub-config/jupyterhub_config.py":
             assert dep["currentDigest"] == user_image.split("@")[1]
 
 
@@ -522,7 +522,7 @@ def test_user_volume_names_are_pinned_to_kubespawner_7s_default(bake):
     """A KubeSpawner upgrade that changed its default must not orphan home directories."""
     from kubespawner import KubeSpawner
 
-    config = (bake(user_storage="yes") / "jupyterhub_config.py").read_text()
+    config = (bake(user_storage="yes") / "hub-config/jupyterhub_config.py").read_text()
     (pinned,) = re.findall(r'^\s*c\.KubeSpawner\.pvc_name_template = USER_OBJECT_PREFIX \+ "([^"]+)"$', config, re.M)
     assert pinned == KubeSpawner.pvc_name_template.default_value == "claim-{user_server}"
     (pod,) = re.findall(r'^c\.KubeSpawner\.pod_name_template = USER_OBJECT_PREFIX \+ "([^"]+)"$', config, re.M)

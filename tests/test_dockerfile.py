@@ -123,14 +123,32 @@ def test_layer_order_and_final_user(bake):
     dockerfile = (bake() / "Dockerfile").read_text()
     final_stage = dockerfile.split("\nFROM ")[-1]
     steps = [line.split()[0] for line in final_stage.splitlines() if re.match(r"^[A-Z]+ ", line)]
-    order = [i for i, line in enumerate(final_stage.splitlines()) if line.startswith(("COPY", "RUN"))]
-    text_order = [final_stage.splitlines()[i] for i in order]
-    config_copy = next(i for i, line in enumerate(text_order) if "jupyterhub_config.py" in line)
+    text_order = [line for line in final_stage.splitlines() if line.startswith(("COPY", "RUN"))]
     requirements_copy = next(i for i, line in enumerate(text_order) if "requirements.txt" in line)
     proxy_copy = next(i for i, line in enumerate(text_order) if "/opt/chp" in line)
-    assert proxy_copy < requirements_copy < config_copy == len(text_order) - 1
+    assert proxy_copy < requirements_copy
     assert steps[-1] == "CMD" and "USER 1000" in final_stage
     assert "curl" not in dockerfile and "| bash" not in dockerfile and "| sh" not in dockerfile
+
+
+def test_the_image_holds_software_only(bake):
+    """The hub's configuration is not built in: it reaches the pod as a ConfigMap (so a setting
+    changes without a build), and the build context (.dockerignore) leaves it out, so editing
+    it never makes Skaffold rebuild. The Dockerfile copies requirements.txt and nothing else."""
+    project = bake()
+    dockerfile = (project / "Dockerfile").read_text()
+    copies = [line.split()[1:] for line in dockerfile.splitlines() if line.startswith(("COPY ", "ADD "))]
+    from_context = [args for args in copies if not any(a.startswith("--from=") for a in args)]
+    assert from_context == [["requirements.txt", "/tmp/requirements.txt"]], from_context
+    config = sorted(p.name for p in (project / "hub-config").glob("*.py"))
+    assert config == ["authenticator_config.py", "hub_helpers.py", "jupyterhub_config.py"], config
+    instructions = "\n".join(line for line in dockerfile.splitlines() if not line.startswith("#"))
+    for name in config:
+        assert name not in instructions.replace("/usr/local/etc/jupyterhub/jupyterhub_config.py", ""), name
+    # What the build context holds: what .dockerignore lets through (its last matching rule wins).
+    rules = [line for line in (project / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert rules[0] == "*" and all(r.startswith("!") for r in rules[1:]), rules
+    assert sorted(r[1:] for r in rules[1:]) == ["Dockerfile", "requirements.txt"], rules
 
 
 @pytest.mark.parametrize("hub_version", [TEMPLATE["hub_version"], "4.3.0"])

@@ -326,7 +326,7 @@ def check_accepted(output_dir, name, value):
             except kubernetes_validate.ValidationError as error:
                 problems.append(f"{overlay} {doc['kind']}/{doc['metadata'].get('name')}: {error.message}")
             problems += [f"{overlay} {p}" for p in api_server_problems(doc)]
-    for source in ("jupyterhub_config.py", "authenticator_config.py"):
+    for source in ("hub-config/jupyterhub_config.py", "hub-config/authenticator_config.py"):
         compile((project / source).read_text(encoding="utf-8"), source, "exec")
     yaml.safe_load((project / "skaffold.yaml").read_text(encoding="utf-8"))
     assert not problems, f"{name}={value!r} was accepted but:\n" + "\n".join(problems)

@@ -34,6 +34,7 @@ from hubrunner import (
     CHP_BIN,
     LOOPBACK_HOSTS,
     HubDeployment,
+    config_volume,
     hub_container,
     hub_deployment,
     install_config,
@@ -641,7 +642,7 @@ def test_user_pod_checks_catch_planted_faults(bake, tmp_path, monkeypatch):
     for fault, line in USER_POD_FAULTS.items():
         project = tmp_path / fault.replace(" ", "-")
         shutil.copytree(source, project)
-        with open(project / "jupyterhub_config.py", "a", encoding="utf-8") as config:
+        with open(project / "hub-config/jupyterhub_config.py", "a", encoding="utf-8") as config:
             config.write(f"\n{line}  # planted by test_hub.py\n")
         _, (_, pod) = built_user_pod(project, project / "work", monkeypatch)
         assert user_pod_security_problems(pod), f"not caught: {fault}"
@@ -758,6 +759,44 @@ def test_the_hub_spawns_in_the_namespace_the_deployment_gives_it(bake, hubs):
             assert asked == {(hub.namespace, 200), (hub.namespace, 201)}, asked
 
 
+def config_changes(hub, directory, names, user):
+    """The ways user could change the files names in directory, tried for real inside the hub's
+    running container: append to each, change its mode, add a file, rename one ([] if none).
+    Fails outright if user cannot read them (the hub could not start)."""
+    script = f"""
+cd {directory} || exit 90
+for f in {' '.join(names)}; do
+  test -f "$f" && test -r "$f" || {{ echo "cannot read $f"; exit 91; }}
+  if ( : >> "$f" ) 2>/dev/null; then echo "append to $f"; fi
+  if chmod 0666 "$f" 2>/dev/null; then echo "chmod $f"; fi
+done
+if ( : > added_config.py ) 2>/dev/null; then echo "add a file to {directory}"; fi
+if mv {names[0]} moved.py 2>/dev/null; then echo "rename {names[0]}"; fi
+exit 0
+"""
+    out = hub.exec(["sh", "-c", script], user)
+    assert out.returncode == 0, f"as {user}: {out.stdout}{out.stderr}"
+    return [f"as {user}: {line}" for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_the_hub_cannot_change_its_configuration(bake, hubs):
+    """The ConfigMap's files where the Deployment mounts them, tried in the running container:
+    neither the pod's user nor any uid in group 0 (as OpenShift runs images) can append to
+    them, change their mode, add a file or rename one. The control: the same tries succeed
+    on a file of the pod's emptyDir, so a check that cannot see a change would fail."""
+    hub = hubs(bake_case(bake, "tmp"))
+    hub.wait_ready()
+    directory, files = config_volume(hub.objects)
+    context = hub_container(hub.objects)["securityContext"]
+    pod_user = f"{context['runAsUser']}:{context['runAsGroup']}"
+    users = (pod_user, f"{context['runAsUser']}:0")
+    changes = [c for user in users for c in config_changes(hub, directory, sorted(files), user)]
+    assert not changes, "\n".join(changes)
+    assert hub.exec(["sh", "-c", ": > /tmp/control_config.py"], pod_user).returncode == 0
+    control = config_changes(hub, "/tmp", ["control_config.py"], pod_user)
+    assert len(control) == 4, control
+
+
 # Faults in the pod's surroundings that a harness supplying its own would hide: each one
 # stops the hub on a cluster, and must stop it here.
 POD_FAULTS = {
@@ -809,7 +848,7 @@ def test_loopback_check_reports_a_planted_hairpin(bake, tmp_path, fault):
     find, replace, says = HAIRPINS[fault]
     project = tmp_path / "project"
     shutil.copytree(bake_case(bake, "tmp"), project)
-    config_file = project / "jupyterhub_config.py"
+    config_file = project / "hub-config/jupyterhub_config.py"
     text = config_file.read_text(encoding="utf-8")
     assert text.count(find) == 1, f"the generated config no longer has {find!r}"
     config_file.write_text(text.replace(find, replace), encoding="utf-8")

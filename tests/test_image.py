@@ -15,9 +15,9 @@ push it to a registry and read it back with skopeo.
   tests/emulated_cluster.py): the development overlay is applied with this image for the
   hub's, and the node runs it with its own ENTRYPOINT and CMD, unchanged, under the
   Deployment's user, groups, environment (the Secret's variables, the downward API's),
-  volumes (the claim, the emptyDir at /tmp, the service account token) and read-only root
-  file system, with a network namespace and address of its own (the config's ports, as
-  they are). Nothing of the pod's surroundings is supplied by the tests.
+  volumes (the claim, the emptyDir at /tmp, the configuration ConfigMap, the service
+  account token) and read-only root file system, with a network namespace and address
+  of its own (the config's ports, as they are). Nothing of the pod's surroundings is supplied by the tests.
 - Nothing is timed against a goal here: scripts/benchmark-image reports the figures.
 
 The helpers are plain functions: scripts/benchmark-image uses them too.
@@ -30,7 +30,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import CHOICE_VARIABLES, ROOT, TEMPLATE, ci_is_on, clean_template, need_tool, run_cookiecutter
+from conftest import CHOICE_VARIABLES, ROOT, TEMPLATE, ci_is_on, need_tool, run_cookiecutter
 from hubrunner import HubDeployment, free_port, hub_container, process_ids, read_env_file, render, xsrf_form
 from support.kubelet import BuildahImage
 from support.tools import STANDIN_CACHE
@@ -230,52 +229,6 @@ def run_in_image(image, *argv, buildah=BUILDAH, user=None):
         run([*buildah, "rm", name], check=False)
 
 
-# Who runs the hub's image without being root: the pod's user (hub-deployment.yaml:
-# uid 1000, group 1000), and an arbitrary uid in group 0, as OpenShift runs images.
-NON_ROOT_USERS = ("1000:1000", "1000:0")
-CONFIG_FILES = ("jupyterhub_config.py", "authenticator_config.py")
-
-
-def config_changes(image, user, buildah=BUILDAH):
-    """The ways user could change the hub's configuration in the image ([] if none).
-
-    Tries them for real in a throw-away container: append to each config file, add a
-    file next to them, rename one, change a file's mode. Fails outright if user
-    cannot read the files (the hub could not start) or they are not there.
-    """
-    script = f"""
-cd {CONFIG_DIR} || exit 90
-for f in {' '.join(CONFIG_FILES)}; do
-  test -f "$f" && test -r "$f" || {{ echo "cannot read $f"; exit 91; }}
-  if ( : >> "$f" ) 2>/dev/null; then echo "append to $f"; fi
-  if chmod 0666 "$f" 2>/dev/null; then echo "chmod $f"; fi
-done
-if ( : > added_config.py ) 2>/dev/null; then echo "add a file to {CONFIG_DIR}"; fi
-if mv {CONFIG_FILES[0]} moved.py 2>/dev/null; then echo "rename {CONFIG_FILES[0]}"; fi
-exit 0
-"""
-    out = run_in_image(image, "sh", "-c", script, buildah=buildah, user=user)
-    assert out.returncode == 0, f"as {user}: {out.stdout}{out.stderr}"
-    return [f"as {user}: {line}" for line in out.stdout.splitlines() if line.strip()]
-
-
-def checkout_under_umask(dest, umask):
-    """The template as a clone made under umask looks: files created 0666 & ~umask."""
-    source = clean_template()
-    old = os.umask(umask)
-    try:
-        for path in sorted(source.rglob("*")):
-            target = dest / path.relative_to(source)
-            if path.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)  # a new file: mode from the umask, as git checks out
-    finally:
-        os.umask(old)
-    return dest
-
-
 def remove_stale_containers():
     """Working containers these tests left behind in a run that was killed (its pid is gone)."""
     names = run(["buildah", "containers", "--format", "{{.ContainerName}}"], check=False).stdout.split()
@@ -406,17 +359,17 @@ def test_default_image_config(default_image):
 
 
 def test_image_contents(default_image):
-    """On each Debian release: its pinned proxy on its Node.js, no npm, the config files
-    unchanged and read-only for the hub."""
+    """On each Debian release: its pinned proxy on its Node.js, no npm, the proxy root's, and
+    none of the project's configuration (a ConfigMap brings it: hub-config/)."""
     project = default_image["project"]
     release = default_image["base"]["release"]
     script = (
         ". /etc/os-release; echo $VERSION_CODENAME;"
         " set -e; configurable-http-proxy --version; node --version; id -u;"
         " if command -v npm; then echo NPM-PRESENT; fi;"
-        f" stat -c '%u %a %n' /opt/chp {CONFIG_DIR}/jupyterhub_config.py {CONFIG_DIR}/authenticator_config.py;"
-        f" sha256sum {CONFIG_DIR}/jupyterhub_config.py {CONFIG_DIR}/authenticator_config.py;"
-        " test ! -e /tmp/requirements.txt"
+        " stat -c '%u %a %n' /opt/chp;"
+        " test ! -e /tmp/requirements.txt;"
+        f" find {CONFIG_DIR} -type f -exec sha256sum {{}} + 2>/dev/null || true"
     )
     out = run_in_image(default_image["tag"], "sh", "-c", script)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -428,45 +381,12 @@ def test_image_contents(default_image):
     assert "NPM-PRESENT" not in out.stdout, "npm belongs in the build stage only"
     owner, mode, path = lines[3].split(" ", 2)
     assert owner == "0" and not int(mode, 8) & 0o022, f"{path}: the hub must not be able to change its proxy ({lines[3]})"
-    for line in lines[6:8]:
-        digest, path = line.split()
-        local = project / Path(path).name
-        assert digest == hashlib.sha256(local.read_bytes()).hexdigest(), f"{path} differs from the baked {local}"
-
-
-def test_the_hub_cannot_change_its_configuration(default_image):
-    """Not as the pod runs it (uid 1000), nor as any uid in group 0."""
-    changes = [c for user in NON_ROOT_USERS for c in config_changes(default_image["tag"], user)]
-    assert not changes, "\n".join(changes)
-
-
-def test_config_protection_does_not_depend_on_the_clones_umask(images, tmp_path):
-    """The planted fault: a clone made under umask 002 (the config files 0664). Built as it
-    is, the hub still cannot change its configuration; built without COPY --chmod, it can."""
-    template = checkout_under_umask(tmp_path / "clone", 0o002)
-    baked = run_cookiecutter("-o", str(tmp_path / "out"), cwd=tmp_path, template=template)
-    assert baked.returncode == 0, baked.stderr
-    project = tmp_path / "out" / TEMPLATE["project"]
-    modes = {name: oct((project / name).stat().st_mode & 0o777) for name in CONFIG_FILES}
-    assert set(modes.values()) == {"0o664"}, f"the plant did not take: {modes}"
-    images({})  # the default image: its layers are the cache for the two builds below
-
-    tags = {"as-is": f"{IMAGE_REPO}:umask002", "no-chmod": f"{IMAGE_REPO}:umask002-no-chmod"}
-    try:
-        build_image(project, tags["as-is"], tmp_path / "as-is.log")
-        changes = [c for user in NON_ROOT_USERS for c in config_changes(tags["as-is"], user)]
-        assert not changes, "\n".join(changes)
-
-        dockerfile = project / "Dockerfile"
-        text = dockerfile.read_text(encoding="utf-8")
-        assert text.count("COPY --chmod=0644 ") == 1
-        dockerfile.write_text(text.replace("COPY --chmod=0644 ", "COPY "), encoding="utf-8")
-        build_image(project, tags["no-chmod"], tmp_path / "no-chmod.log")
-        changes = [c for user in NON_ROOT_USERS for c in config_changes(tags["no-chmod"], user)]
-        assert any("1000:0: append to jupyterhub_config.py" in c for c in changes), changes
-    finally:
-        for tag in tags.values():
-            run(["buildah", "rmi", tag], check=False)
+    # Where the ConfigMap is mounted, the image holds none of the project's files (k8s-hub's
+    # own may be there; the mount hides them). The layers are searched in
+    # test_one_image_serves_every_overlay.
+    config = {hashlib.sha256(f.read_bytes()).hexdigest(): f.name for f in (project / "hub-config").iterdir()}
+    found = [f"{line.split(None, 1)[1]} is hub-config/{config[line.split()[0]]}" for line in lines[4:] if line.split()[0] in config]
+    assert not found, "\n".join(found)
 
 
 def test_default_image_runs_as_the_pod_would(default_image, tmp_path, record_property):
@@ -631,7 +551,7 @@ def test_one_image_serves_every_overlay(images, tmp_path):
         added = [layer["digest"] for layer in manifest["layers"] if layer["digest"] not in base]
         assert added, "the build added no layer"
         found = []
-        copied = set(config_files_of(project))
+        config = {f.name: f.read_bytes() for f in (project / "hub-config").iterdir()}
         for digest in added:
             with tarfile.open(copy / digest.split(":", 1)[1]) as layer:
                 for member in layer.getmembers():
@@ -641,28 +561,9 @@ def test_one_image_serves_every_overlay(images, tmp_path):
                     for value in answers.values():
                         if value.encode() in data or value.encode() in member.name.encode():
                             found.append(f"{member.name}: {value}")
-                    # The project's own files: no overlay's name in their code (comments may explain).
-                    if Path(member.name).name in copied:
-                        for word in overlay_names_in_code(data):
-                            found.append(f"{member.name}: {word} in a string of its code")
+                    # The project's configuration is the ConfigMap's, never the image's.
+                    if data in config.values() or Path(member.name).name in config:
+                        found.append(f"{member.name}: a file of hub-config/ in the image")
         assert not found, "\n".join(found)
     finally:
         run(["buildah", "rmi", tag], check=False)
-
-
-def overlay_names_in_code(source):
-    """The overlays' names that a Python file's string literals hold (comments are left out)."""
-    import io
-    import tokenize
-
-    words = set()
-    for token in tokenize.tokenize(io.BytesIO(source).readline):
-        if token.type == tokenize.STRING:
-            words |= {w for w in ("development", "production") if w in token.string}
-    return sorted(words)
-
-
-def config_files_of(project):
-    from hubrunner import config_files
-
-    return config_files(project)

@@ -1,13 +1,17 @@
 """Every overlay renders with kustomize, validates against Kubernetes' own schemas,
-and says what the answers said: namespace, host, image."""
+and says what the answers said: namespace, host, image, the hub's configuration."""
 
 import functools
+import hashlib
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
 
-from conftest import MATRIX, OVERLAYS, combo_id, kustomize
+from conftest import MATRIX, OVERLAYS, combo_id, kustomize, need_tool
 from support import fast_yaml
 from support.bakery import session_bakery
 
@@ -74,6 +78,8 @@ def check_overlay(project, overlay, context):
     for volume in pod["volumes"]:
         if "persistentVolumeClaim" in volume:
             assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names
+    problems = config_map_problems(project, objects, {"production": "", "development": "-dev"}[overlay])
+    assert not problems, "\n".join(problems)
     for source in container.get("envFrom", []):
         if context.get("hub_secrets") == "existing-secret":
             # Made in the cluster, not by the overlay: see the generated README, "Secrets".
@@ -82,6 +88,128 @@ def check_overlay(project, overlay, context):
         else:
             assert ("Secret", source["secretRef"]["name"]) in names
     return objects
+
+
+# --- The hub's configuration: a ConfigMap named after its content ------------------------
+
+
+def kustomize_config_map_hash(data):
+    """The suffix kustomize gives a generated ConfigMap, modelled on its source
+    (api/hasher/hasher.go): the first 10 hex digits of the sha256 of Go's json.Marshal of
+    {"data", "kind", "name"} (sorted keys; <, >, & escaped as Go does), with 0 1 3 a e
+    mapped to g h k m t. The name hashes as "": encodeConfigMap looks it up as the single
+    key "metadata/name", which no ConfigMap has (test_the_hash_model_is_kustomizes shows it
+    agrees with the kubectl here)."""
+    encoded = json.dumps({"data": data, "kind": "ConfigMap", "name": ""}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        encoded = encoded.replace(char, escaped)
+    return hashlib.sha256(encoded.encode()).hexdigest()[:10].translate(str.maketrans("013ae", "ghkmt"))
+
+
+def config_map_problems(project, objects, suffix):
+    """What is wrong with how the render gives the hub its configuration: one ConfigMap, whose
+    data is exactly the files of hub-config/ (nothing else, nothing changed), named
+    hub-config<suffix>-<hash of that data> (so any change to a file changes the name, and no
+    change keeps it), mounted by the hub container where the image's command reads it."""
+    from hubrunner import config_volume, dockerfile_config
+
+    files = {p.name: p.read_text(encoding="utf-8") for p in sorted((Path(project) / "hub-config").glob("*.py"))}
+    maps = [o for o in objects if o["kind"] == "ConfigMap"]
+    if len(maps) != 1:
+        return [f"{len(maps)} ConfigMaps, not one: {[m['metadata']['name'] for m in maps]}"]
+    [config_map] = maps
+    problems = []
+    name, data = config_map["metadata"]["name"], config_map.get("data") or {}
+    if data != files:
+        problems.append(f"ConfigMap/{name} holds {sorted(data)}, not hub-config/'s files as they are: {sorted(files)}")
+    expected = f"hub-config{suffix}-{kustomize_config_map_hash(data)}"
+    if name != expected:
+        problems.append(f"ConfigMap/{name} is not named after its content: {expected}")
+    try:
+        mount_path, mounted = config_volume(objects)
+    except AssertionError as error:
+        return problems + [str(error)]
+    if mounted is not data:
+        problems.append(f"the hub container does not mount ConfigMap/{name}")
+    cmd = dockerfile_config(project)["Cmd"]
+    config_file = cmd[cmd.index("--config") + 1]
+    if str(Path(config_file).parent) != mount_path.rstrip("/") or Path(config_file).name not in data:
+        problems.append(f"the image's command reads {config_file}; the ConfigMap is mounted at {mount_path}")
+    return problems
+
+
+def test_config_map_checks_catch_planted_faults(bake):
+    """config_map_problems, on renders changed the ways that would break the promise."""
+    import copy
+
+    project = bake()
+    good = kustomize(project, "development")
+    assert config_map_problems(project, good, "-dev") == []
+
+    def config_map(objects):
+        return next(o for o in objects if o["kind"] == "ConfigMap")
+
+    def deployment(objects):
+        return next(o for o in objects if o["kind"] == "Deployment")
+
+    faults = {
+        # generatorOptions.disableNameSuffixHash: a changed file would not roll the hub.
+        "no hash in the name": lambda o: config_map(o)["metadata"].update(name="hub-config-dev"),
+        "a stale file": lambda o: config_map(o)["data"].update({"hub_helpers.py": "# an older version\n"}),
+        "a file left out": lambda o: config_map(o)["data"].pop("hub_helpers.py"),
+        "mounted elsewhere": lambda o: next(m for m in deployment(o)["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+                                            if m["name"] == "config").update(mountPath="/etc/jupyterhub"),
+        "not mounted": lambda o: deployment(o)["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].pop(),
+    }
+    for fault, plant in faults.items():
+        objects = copy.deepcopy(good)
+        plant(objects)
+        assert config_map_problems(project, objects, "-dev"), f"not caught: {fault}"
+
+
+def kubectl_kustomize_bytes(project, overlay):
+    out = subprocess.run([need_tool("kubectl"), "kustomize", str(Path(project) / "k8s" / "overlays" / overlay)],
+                         capture_output=True, check=True)  # fmt: skip
+    return out.stdout
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_changed_setting_rolls_the_hub_and_an_unchanged_render_does_not(bake, tmp_path, overlay):
+    """With kustomize itself: rendering again without a change gives the same bytes; changing any
+    one file of hub-config/, even by a comment, gives the ConfigMap a new name, and the hub's pod
+    template changes in that name only (a new ReplicaSet: the hub restarts on the new file).
+    The test over every combination (config_map_problems) rests on the hash model that this
+    test holds against kustomize."""
+    project = tmp_path / "project"
+    shutil.copytree(bake(), project)
+    first = kubectl_kustomize_bytes(project, overlay)
+    assert kubectl_kustomize_bytes(project, overlay) == first, "two renders of the same files differ"
+
+    def parts(rendered):
+        objects = [o for o in fast_yaml.load_all(rendered.decode()) if o]
+        [config_map] = [o for o in objects if o["kind"] == "ConfigMap"]
+        [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+        return config_map, deployment["spec"]["template"]
+
+    config_map, template = parts(first)
+    suffix = "" if overlay == "production" else "-dev"
+    assert config_map["metadata"]["name"] == f"hub-config{suffix}-{kustomize_config_map_hash(config_map['data'])}"
+    for name in sorted(config_map["data"]):
+        path = project / "hub-config" / name
+        original = path.read_bytes()
+        path.write_bytes(original + b"# changed by test_manifests.py\n")
+        try:
+            changed_map, changed_template = parts(kubectl_kustomize_bytes(project, overlay))
+        finally:
+            path.write_bytes(original)
+        new_name = changed_map["metadata"]["name"]
+        assert new_name != config_map["metadata"]["name"], f"a change to {name} kept the ConfigMap's name"
+        assert new_name == f"hub-config{suffix}-{kustomize_config_map_hash(changed_map['data'])}", "the hash model is not kustomize's"
+        # The pod template differs in the ConfigMap's name, and nothing else.
+        as_text = json.dumps(changed_template, sort_keys=True)
+        assert as_text != json.dumps(template, sort_keys=True), f"a change to {name} left the pod template as it was"
+        assert as_text.replace(new_name, config_map["metadata"]["name"]) == json.dumps(template, sort_keys=True)
+    assert kubectl_kustomize_bytes(project, overlay) == first, "the files restored, the render is not the first one"
 
 
 def baked_context(project):

@@ -340,7 +340,7 @@ def test_kubespawner_extras_that_need_more_rbac_stay_off(bakery, case):
     for section in ("Spawner", "KubeSpawner"):
         assert config[section].get("services_enabled", False) is False, section
     # The authenticator's own file is loaded by load_subconfig; it must not turn them on either.
-    text = (project / "authenticator_config.py").read_text(encoding="utf-8")
+    text = (project / "hub-config/authenticator_config.py").read_text(encoding="utf-8")
     assert not re.search(r"internal_ssl|services_enabled", text)
 
 
@@ -557,7 +557,7 @@ def secret_sources(kustomization):
 
 def required_env(project):
     """The environment variables the chosen authenticator refuses to start without."""
-    text = (project / "authenticator_config.py").read_text(encoding="utf-8")
+    text = (project / "hub-config/authenticator_config.py").read_text(encoding="utf-8")
     return set(re.findall(r"require_env\(\s*\"([A-Z0-9_]+)\"", text))
 
 
@@ -621,7 +621,7 @@ def test_secrets_come_from_git_ignored_files(bakery, case):
 def test_committed_files_hold_no_literal_secrets(bakery, case):
     repo = bakery.project(case)  # read only
     files = committed_files(repo)
-    assert "jupyterhub_config.py" in files and ".gitignore" in files, files
+    assert "hub-config/jupyterhub_config.py" in files and ".gitignore" in files, files
     assert not any(Path(f).name == "hub-secrets.env" for f in files), files
     assert_no_problems(scan_files(repo, files))
 

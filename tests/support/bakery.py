@@ -92,8 +92,13 @@ def patched_tempdir(path):
         tempfile.tempdir = saved
 
 
+# What kustomize reads: the k8s/ tree and hub-config/, whose files become the hub's ConfigMap.
+KUSTOMIZE_INPUTS = ("k8s", "hub-config")
+
+
 def k8s_digest(project, exact=False):
-    """The k8s/ tree's content; of the secrets files only their keys (values are random) unless exact."""
+    """The content of what kustomize reads (KUSTOMIZE_INPUTS); of the secrets files only their
+    keys (values are random) unless exact."""
     project = Path(project)
 
     def content(path):
@@ -101,7 +106,7 @@ def k8s_digest(project, exact=False):
             return "\n".join(sorted(env_file(path))).encode()
         return path.read_bytes()
 
-    files = [p for p in (project / "k8s").rglob("*") if p.is_file()]
+    files = [p for top in KUSTOMIZE_INPUTS for p in (project / top).rglob("*") if p.is_file()]
     return tree_digest(project, files, content) + ("-exact" if exact else "")
 
 
@@ -225,7 +230,7 @@ def load_hub_config(project, pod_env=None):
     from traitlets.config import Config
 
     config = Config()
-    path = project / "jupyterhub_config.py"
+    path = project / "hub-config/jupyterhub_config.py"
     namespace = {
         "__file__": str(path),
         "__name__": "jupyterhub_config",

@@ -7,8 +7,8 @@
   default route through the node. So every pod has its own ports (the config's 8000,
   8001, 8081 as they are) and its own 127.0.0.1, as on a cluster.
 - **Images**: `HostImage` stand-ins (this machine's root as the lower layer, plus files
-  of their own: the test tools' environments in /opt or the tools' directory, the
-  project's config files where its Dockerfile copies them, a jovyan user) and
+  of their own: the test tools' environments in /opt or the tools' directory, a jovyan
+  user) and
   `BuildahImage`s (an image in buildah's storage, mounted read-only as the lower layer).
   A name that is not registered fails to pull, as on a cluster.
 - **Containers** run through support/container_init.py, which does what runc does with
@@ -17,7 +17,8 @@
   supplementary groups, capabilities, no_new_privs, readOnlyRootFilesystem, volumes.
 - **Volumes**: a claim is a directory the provisioner made root:root 0755 (a fresh
   file system's root); an emptyDir a new 0777 directory; Secrets, ConfigMaps and the
-  projected service account token are files. With fsGroup the kubelet makes each volume
+  projected service account token are files laid out as the kubelet's AtomicWriter does
+  (a timestamped directory, ..data and one symlink per key). With fsGroup the kubelet makes each volume
   that supports ownership management group-owned by it, group-writable and setgid, as
   `SetVolumeOwnership` does; without it, a claim stays root's.
 - **Probes**: startup, readiness and liveness (httpGet, tcpSocket) from the node, with
@@ -290,13 +291,25 @@ def set_volume_ownership(path, fs_group):
 
 
 def write_files(directory, files, mode, fs_group):
-    """A Secret, ConfigMap or projected volume: one file per key, root's, mode as given."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """A Secret, ConfigMap or projected volume as the kubelet's AtomicWriter lays it out: the
+    files (root's, mode as given) in a timestamped directory that the symlink ..data points
+    to, and one symlink per key to ..data/<key>, so a program that resolves its own path
+    finds its siblings there. Written anew each time (a container's restart)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    stamp = directory / time.strftime("..%Y_%m_%d_%H_%M_%S.0000000001", time.gmtime())
+    stamp.mkdir()
     for key, data in files.items():
-        path = directory / key
+        path = stamp / key
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data if isinstance(data, bytes) else data.encode())
         os.chown(path, 0, fs_group if fs_group is not None else 0)
         os.chmod(path, mode if fs_group is None else mode | 0o040)
+    os.chmod(stamp, 0o755)
+    (directory / "..data").symlink_to(stamp.name)
+    for top in sorted({key.split("/", 1)[0] for key in files}):
+        (directory / top).symlink_to(f"..data/{top}")
     os.chmod(directory, 0o755)
 
 

@@ -65,9 +65,9 @@ def judge_once(directory, units, judge, who):
 
 
 def project_units(project, leave_out=("README.md",)):
-    """A project's units: its k8s/ tree as a whole (kustomize reads it whole; of the secrets
-    files only their keys: Bakery.k8s_digest, which reads a bake's tree once per process),
-    every other file on its own, and the list of file names (a missing file is an input
+    """A project's units: what kustomize reads (the k8s/ tree and hub-config/) as a whole, under
+    the name "k8s/" (of the secrets files only their keys: Bakery.k8s_digest, which reads a
+    bake's tree once per process), every other file on its own (hub-config's too), and the list of file names (a missing file is an input
     too). Files in leave_out are documentation the checks never open."""
     project = Path(project)
     units, names = {}, []
