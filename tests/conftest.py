@@ -49,7 +49,12 @@ CHOICE_VARIABLES = {k: v for k, v in TEMPLATE.items() if isinstance(v, list) and
 # crossing them with the rest would double the matrix, and every test over it, for nothing.
 # tests/test_bake_matrix.py shows each changes only these files (whatever the rest), and the
 # tests of those files take both values.
-CONFINED = {"create_namespace": ("skaffold.yaml", "k8s/namespace.yaml", "README.md")}
+CONFINED = {
+    "create_namespace": ("skaffold.yaml", "k8s/namespace.yaml", "README.md"),
+    # How kaniko gets to the registry: Skaffold's build section, and the README's words on it.
+    "kaniko_credentials": ("skaffold.yaml", "README.md"),
+    "registry_insecure": ("skaffold.yaml", "README.md"),
+}
 CROSSED = {k: v for k, v in CHOICE_VARIABLES.items() if k not in CONFINED}
 # The bake matrix: all combinations of the other choices (the confined ones at their default).
 MATRIX = [

@@ -10,8 +10,7 @@ B. Where secrets live: only in git-ignored files that a kustomize secretGenerato
 
 Speed: every combination of conftest.MATRIX is baked once per test run and each
 distinct render is made once (tests/support/bakery.py, shared between xdist workers);
-renders are keyed by the content of the project's k8s/ tree, so the combinations that
-differ only in kaniko_credentials, registry_insecure or idle_culling are rendered once.
+renders are keyed by the content of what kustomize reads (k8s/ and hub-config/).
 The engines the checks use live in tests/support/: labels.py (label selectors),
 netpol.py (the NetworkPolicy evaluator), secrets_scan.py (the secrets scanner).
 """
@@ -29,7 +28,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import MATRIX, OVERLAYS, ROOT, TEMPLATE, combo_id, need_tool
+from conftest import CHOICE_VARIABLES, CONFINED, MATRIX, OVERLAYS, ROOT, TEMPLATE, combo_id, need_tool
 from support import fast_yaml
 from support.envfile import env_file
 from support.labels import selects
@@ -86,6 +85,8 @@ EXTRA_CASES = [
     dict(MATRIX[len(MATRIX) // 2], ingress_controller_namespace="kube-system"),
     dict(MATRIX[-1], ingress_controller_namespace="projectcontour", namespace="lab-ns-1"),
     dict(MATRIX[7], namespace="team-hub", ingress_controller_namespace="traefik"),
+    # The choices not crossed with the matrix (conftest.CONFINED), at their other values.
+    *(dict(MATRIX[0], **{name: value}) for name in CONFINED for value in CHOICE_VARIABLES[name][1:]),
 ]
 CASES = MATRIX + EXTRA_CASES
 

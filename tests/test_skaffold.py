@@ -13,7 +13,7 @@ import re
 import jsonschema
 import pytest
 
-from conftest import MATRIX, ROOT, combo_id
+from conftest import CHOICE_VARIABLES, MATRIX, ROOT, combo_id
 from support import fast_yaml
 from support.skaffold_schema import SCHEMA_PATH, URL_BASE_VARIABLE, SchemaUnavailable, find_schema, load_schema
 
@@ -105,8 +105,8 @@ def load(project):
     return fast_yaml.load((project / "skaffold.yaml").read_text())
 
 
-# The matrix, and create_namespace's other value (it changes skaffold.yaml: conftest.CONFINED)
-# with every value of the choices that change skaffold.yaml too.
+# The matrix, and every value of the choices not crossed with it that change skaffold.yaml
+# (conftest.CONFINED), together.
 SKAFFOLD_COMBOS = MATRIX + [
     dict(MATRIX[0], create_namespace="no", kaniko_credentials=kaniko, registry_insecure=insecure)
     for kaniko in ("docker-config", "secret", "none") for insecure in ("no", "yes")
@@ -133,6 +133,8 @@ def test_skaffold_yaml_is_valid_and_consistent(bake, combo):
     assert kaniko["cache"]["repo"].startswith(artifact["image"] + "/")
     assert "deploy" in config and "kubectl" in config["deploy"]
 
+    # The choices not crossed with the matrix (conftest.CONFINED) at their defaults unless given.
+    combo = {**{name: values[0] for name, values in CHOICE_VARIABLES.items()}, **combo}
     credentials = combo["kaniko_credentials"]
     if credentials == "docker-config":
         assert cluster["dockerConfig"] == {"path": "~/.docker/config.json"}
@@ -302,8 +304,9 @@ def test_skaffold_schema_variable_names_a_directory_or_one_file(schema_server, t
 def hub_template(objects):
     import json
 
-    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
-    return json.dumps(deployment["spec"]["template"], sort_keys=True)
+    from hubrunner import hub_deployment
+
+    return json.dumps(hub_deployment(objects)["spec"]["template"], sort_keys=True)
 
 
 @pytest.mark.parametrize("overlay", ["development", "production"])
