@@ -263,11 +263,16 @@ def config_volume(objects):
     return mount_path, maps[name]["data"]
 
 
-def config_file_path(project, objects):
-    """The config file the image's command names (jupyterhub --config <path>), which must lie
-    in the mounted ConfigMap: its key there."""
+def image_config_file(project):
+    """The config file the image's command names (jupyterhub --config <path>)."""
     cmd = dockerfile_config(project)["Cmd"]
-    path = cmd[cmd.index("--config") + 1]
+    return Path(cmd[cmd.index("--config") + 1])
+
+
+def config_file_path(project, objects):
+    """The config file the image's command names, which must lie in the mounted ConfigMap:
+    its key there."""
+    path = image_config_file(project)
     mount_path, files = config_volume(objects)
     key = os.path.relpath(path, mount_path)
     assert key in files, f"the image's command reads {path}, which the ConfigMap at {mount_path} does not hold"
@@ -284,8 +289,7 @@ def install_config(project, workdir, objects=None):
     if not any(o["kind"] == "ConfigMap" for o in objects):
         for name in dockerfile_image(project)[1]:
             shutil.copy2(Path(project) / name, etc / name)
-        cmd = dockerfile_config(project)["Cmd"]
-        return etc / Path(cmd[cmd.index("--config") + 1]).name
+        return etc / image_config_file(project).name
     for name, text in config_volume(objects)[1].items():
         (etc / name).write_text(text, encoding="utf-8")
     return etc / config_file_path(project, objects)

@@ -17,7 +17,8 @@ push it to a registry and read it back with skopeo.
   Deployment's user, groups, environment (the Secret's variables, the downward API's),
   volumes (the claim, the emptyDir at /tmp, the configuration ConfigMap, the service
   account token) and read-only root file system, with a network namespace and address
-  of its own (the config's ports, as they are). Nothing of the pod's surroundings is supplied by the tests.
+  of its own (the config's ports, as they are). Nothing of the pod's surroundings is
+  supplied by the tests.
 - Nothing is timed against a goal here: scripts/benchmark-image reports the figures.
 
 The helpers are plain functions: scripts/benchmark-image uses them too.

@@ -111,7 +111,7 @@ def config_map_problems(project, objects, suffix):
     data is exactly the files of hub-config/ (nothing else, nothing changed), named
     hub-config<suffix>-<hash of that data> (so any change to a file changes the name, and no
     change keeps it), mounted by the hub container where the image's command reads it."""
-    from hubrunner import config_volume, dockerfile_config
+    from hubrunner import config_volume, image_config_file
 
     files = {p.name: p.read_text(encoding="utf-8") for p in sorted((Path(project) / "hub-config").glob("*.py"))}
     maps = [o for o in objects if o["kind"] == "ConfigMap"]
@@ -131,9 +131,8 @@ def config_map_problems(project, objects, suffix):
         return problems + [str(error)]
     if mounted is not data:
         problems.append(f"the hub container does not mount ConfigMap/{name}")
-    cmd = dockerfile_config(project)["Cmd"]
-    config_file = cmd[cmd.index("--config") + 1]
-    if str(Path(config_file).parent) != mount_path.rstrip("/") or Path(config_file).name not in data:
+    config_file = image_config_file(project)
+    if str(config_file.parent) != mount_path.rstrip("/") or config_file.name not in data:
         problems.append(f"the image's command reads {config_file}; the ConfigMap is mounted at {mount_path}")
     return problems
 

@@ -8,8 +8,8 @@
   8001, 8081 as they are) and its own 127.0.0.1, as on a cluster.
 - **Images**: `HostImage` stand-ins (this machine's root as the lower layer, plus files
   of their own: the test tools' environments in /opt or the tools' directory, a jovyan
-  user) and
-  `BuildahImage`s (an image in buildah's storage, mounted read-only as the lower layer).
+  user) and `BuildahImage`s (an image in buildah's storage, mounted read-only as the
+  lower layer).
   A name that is not registered fails to pull, as on a cluster.
 - **Containers** run through support/container_init.py, which does what runc does with
   the spec the kubelet derives from the pod (support/pod_spec.py): the environment
@@ -18,9 +18,10 @@
 - **Volumes**: a claim is a directory the provisioner made root:root 0755 (a fresh
   file system's root); an emptyDir a new 0777 directory; Secrets, ConfigMaps and the
   projected service account token are files laid out as the kubelet's AtomicWriter does
-  (a timestamped directory, ..data and one symlink per key). With fsGroup the kubelet makes each volume
-  that supports ownership management group-owned by it, group-writable and setgid, as
-  `SetVolumeOwnership` does; without it, a claim stays root's.
+  (a timestamped directory, ..data and one symlink per key), mounted read-only. With
+  fsGroup the kubelet makes each volume that supports ownership management group-owned
+  by it, group-writable and setgid, as `SetVolumeOwnership` does; without it, a claim
+  stays root's.
 - **Probes**: startup, readiness and liveness (httpGet, tcpSocket) from the node, with
   the spec's periods, timeouts and thresholds; a failed startup or liveness probe kills
   the container, and restartPolicy decides what follows (with the kubelet's back-off).
