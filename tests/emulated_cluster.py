@@ -1195,6 +1195,20 @@ class Cluster:
             return directory
         raise NotImplementedError(f"volume {volume['name']} of type {sorted(set(volume) - {'name'})} is not emulated")
 
+    def _exit_of(self, proc):
+        """A future of the process's exit code, from a thread of its own. Not the loop's
+        executor: a running container would hold one of its threads for its whole life, and the
+        kubelet needs them to start every pod (the default pool has CPUs + 4 threads: with that
+        many containers running, the next pod would hang after "Pulled" for ever)."""
+        future = self.loop.create_future()
+
+        def wait():
+            proc.wait()
+            self.loop.call_soon_threadsafe(lambda: future.done() or future.set_result(proc.returncode))
+
+        threading.Thread(target=wait, name=f"container-exit-{proc.pid}", daemon=True).start()
+        return future
+
     async def _supervise(self, namespace, name, container, process, restarts, last_state):
         """Status and probes while the container runs; its exit code."""
         started_probe = container.get("startupProbe")
@@ -1202,7 +1216,7 @@ class Cluster:
             namespace, name, phase="Running",
             containerStatuses=[container_status(container, False, {"running": {"startedAt": process.started}}, restarts, last_state, started=not started_probe)],
         )  # fmt: skip
-        exited = asyncio.ensure_future(self.loop.run_in_executor(None, process.proc.wait))
+        exited = self._exit_of(process.proc)
         probes = asyncio.ensure_future(self._probe(namespace, name, container, process, restarts, last_state))
         await exited
         probes.cancel()
