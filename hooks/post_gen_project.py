@@ -25,6 +25,10 @@ CERT_MANAGER_ISSUER = {{ cookiecutter.__cert_manager_issuer | tojson }}
 KANIKO_CREDENTIALS = {{ cookiecutter.kaniko_credentials | tojson }}
 KANIKO_SECRET_NAME = {{ cookiecutter.__kaniko_secret_name | tojson }}
 CREATE_NAMESPACE = {{ cookiecutter.create_namespace | tojson }}
+PROXY = {{ cookiecutter.proxy | tojson }}
+# proxy=separate: the Component, and the bytes of randomness of the token it shares with the hub.
+PROXY_COMPONENT = Path("k8s", "components", "separate-proxy")
+PROXY_TOKEN_BYTES = 32
 # The two hubs' addresses (templates/derived.jinja's public_url and development_url; hooks
 # are rendered without the template's loader): `skaffold run` deploys the development one.
 SCHEME = "https" if TLS == "yes" else "http"
@@ -48,6 +52,24 @@ def keep_chosen_authenticator(project):
         (chosen / "hub-secrets.env.example").replace(project / "hub-secrets.env.example")
     shutil.rmtree(choices)
     return about
+
+
+def keep_chosen_proxy(project, generated):
+    """in-hub: the hub starts the proxy; the Component goes (and k8s/components with it).
+
+    separate: the Component stays, and the proxy's token joins the hub's secrets: its lines
+    go at the end of hub-secrets.env.example (made if the authenticator has none), and
+    scripts/init-secrets makes it random. Returns the variables to make random.
+    """
+    fragment = project / PROXY_COMPONENT / "hub-secrets.env.example"
+    if PROXY != "separate":
+        shutil.rmtree(project / PROXY_COMPONENT.parent)
+        return generated
+    example = project / "hub-secrets.env.example"
+    before = example.read_text(encoding="utf-8") if example.exists() else ""
+    example.write_text(before + ("\n" if before else "") + fragment.read_text(encoding="utf-8"), encoding="utf-8")
+    fragment.unlink()
+    return {**generated, "CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN_BYTES}
 
 
 def create_secrets_files(project, generated):
@@ -124,8 +146,9 @@ def main():
         # The namespace exists (a platform made it): nothing here creates it.
         (project / "k8s" / "namespace.yaml").unlink()
     about = keep_chosen_authenticator(project)
+    generated = keep_chosen_proxy(project, about.get("generated_secrets") or {})
     needs_secrets = (project / "hub-secrets.env.example").exists()
-    created = create_secrets_files(project, about.get("generated_secrets") or {})
+    created = create_secrets_files(project, generated)
     # The development hub's address: the one the first `skaffold run` deploys.
     print(next_steps(created, DEVELOPMENT_URL, about["next_step"], needs_secrets), file=sys.stderr)
 

@@ -41,6 +41,7 @@ CHOICES = {
     "user_storage": ("yes", "no"),
     "registry_insecure": ("no", "yes"),
     "idle_culling": ("yes", "no"),
+    "proxy": ("in-hub", "separate"),
 }
 
 

@@ -67,9 +67,10 @@ MATRIX = [
 AUTHENTICATORS = ROOT / "{{cookiecutter.project}}" / "authenticators"
 
 
-def needs_secrets(authenticator, authenticators=AUTHENTICATORS):
-    """The rule the template applies: the folder comes with a hub-secrets.env.example."""
-    return (authenticators / authenticator / "hub-secrets.env.example").exists()
+def needs_secrets(authenticator, proxy="in-hub", authenticators=AUTHENTICATORS):
+    """The rule the template applies: the folder comes with a hub-secrets.env.example, or the
+    proxy is separate (its token is one of the hub's secrets)."""
+    return proxy == "separate" or (authenticators / authenticator / "hub-secrets.env.example").exists()
 
 
 def authenticator_packages(authenticator, authenticators=AUTHENTICATORS):

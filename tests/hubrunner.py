@@ -195,6 +195,17 @@ def hub_deployment(objects):
     return found[0]
 
 
+def proxy_deployment(objects):
+    """proxy=separate: the proxy's Deployment (pods labelled app.kubernetes.io/component: proxy);
+    None when the proxy runs in the hub's container."""
+    found = [
+        o for o in objects
+        if o["kind"] == "Deployment" and o["spec"]["template"]["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "proxy"
+    ]  # fmt: skip
+    assert len(found) <= 1, f"expected at most one proxy Deployment in the render, found {len(found)}"
+    return found[0] if found else None
+
+
 def hub_container(objects):
     [container] = [c for c in hub_deployment(objects)["spec"]["template"]["spec"]["containers"] if c["name"] == CONTAINER_NAME]
     return container
@@ -428,13 +439,18 @@ class HubDeployment:
         from emulated_cluster import Cluster
 
         self.project = Path(project)
+        self.overlay = overlay
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.objects = render(project, overlay) if objects is None else copy.deepcopy(objects)
+        self.secrets_given = secrets
         if secrets is not None:
             self.objects = with_secrets(self.objects, secrets)
         self.namespace = hub_deployment(self.objects)["metadata"]["namespace"]
         self.deployment_name = hub_deployment(self.objects)["metadata"]["name"]
+        # proxy=separate: configurable-http-proxy's own Deployment (None: it runs in the hub's pod).
+        proxy = proxy_deployment(self.objects)
+        self.proxy_deployment_name = proxy["metadata"]["name"] if proxy else None
         self.image_name = hub_container(self.objects)["image"]
         self.image = image or hub_standin_image(project, self.image_name, self.workdir)
         mounts = [m["mountPath"] for m in hub_container(self.objects).get("volumeMounts") or []]
@@ -504,15 +520,38 @@ class HubDeployment:
         )  # fmt: skip
 
     def wait_ready(self, timeout=180):
-        """Until the hub's pod is Ready (its readiness probe passed); seconds since started_at."""
+        """Until the hub's pod (and a separate proxy's) is Ready (its readiness probe passed);
+        seconds since started_at."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pods = self.pods()
-            if pods and self.cluster.pod_ready(self.namespace, pods[-1]):
+            if pods and self.cluster.pod_ready(self.namespace, pods[-1]) and self.proxy_ready():
                 self.pod  # noqa: B018  (remembered in pods_seen)
                 return time.monotonic() - self.started_at
             time.sleep(0.1)
         raise AssertionError(f"the hub's pod was not ready within {timeout} s\n{self.log_tail()}")
+
+    # --- proxy=separate: the proxy's pod ---
+    def proxy_pods(self):
+        if not self.proxy_deployment_name:
+            return []
+        return [p["metadata"]["name"] for p in self.cluster.deployment_pods(self.namespace, self.proxy_deployment_name)]
+
+    def proxy_ready(self):
+        """True when the proxy answers: always with proxy=in-hub (the hub's readiness says it)."""
+        if not self.proxy_deployment_name:
+            return True
+        pods = self.proxy_pods()
+        return bool(pods) and self.cluster.pod_ready(self.namespace, pods[-1])
+
+    @property
+    def proxy_pod(self):
+        """The pod configurable-http-proxy runs in: its own (proxy=separate) or the hub's."""
+        if not self.proxy_deployment_name:
+            return self.pod
+        pods = self.proxy_pods()
+        assert pods, f"the proxy has no pod\n{self.cluster.log_tail()}"
+        return pods[-1]
 
     def health_seconds(self, timeout=180):
         """Seconds from the start of the hub's container to its first 200 on /hub/health at the
@@ -520,7 +559,8 @@ class HubDeployment:
         self.cluster.wait_for(lambda: self.pods() and self.container(), timeout, "the hub's container")
         running = self.container()
         pod = self.pod_object()
-        port = pod_spec.container_port(pod, "http")
+        # The proxy's public port when the proxy is in the hub's pod, else the hub's own.
+        port = pod_spec.container_port(pod, "http") or pod_spec.container_port(pod, "hub")
         url = f"http://{pod['status']['podIP']}:{port}/hub/health"
         return wait_for_health(url, running.started_at_monotonic, timeout, self.log_tail, "hub", alive=lambda: running.proc.poll() is None)
 
@@ -529,6 +569,24 @@ class HubDeployment:
         self.started_at = time.monotonic()
         old = self.pod
         self.cluster.rollout_restart(self.namespace, self.deployment_name)
+        self.cluster.wait_for(lambda: old not in self.pods(include_terminating=True) and self.pods(), timeout, "the new hub pod")
+        return self.wait_ready(timeout)
+
+    def reconfigure(self, change, timeout=180):
+        """A changed setting, deployed as the README says: `change(hub_config_dir)` edits
+        hub-config/ in a copy of the project, the overlay is rendered again with kustomize and
+        applied (`kubectl apply -k`): a new ConfigMap, a new pod template, a new hub pod.
+        Seconds until the new pod is ready; the new render becomes this deployment's."""
+        copy_dir = Path(tempfile.mkdtemp(prefix="reconfigured-", dir=self.workdir)) / self.project.name
+        shutil.copytree(self.project, copy_dir, symlinks=True)
+        change(copy_dir / "hub-config")
+        objects = render(copy_dir, self.overlay)
+        if self.secrets_given is not None:
+            objects = with_secrets(objects, self.secrets_given)
+        old = self.pod
+        self.started_at = time.monotonic()
+        self.cluster.apply(objects)
+        self.objects = objects
         self.cluster.wait_for(lambda: old not in self.pods(include_terminating=True) and self.pods(), timeout, "the new hub pod")
         return self.wait_ready(timeout)
 
@@ -575,17 +633,19 @@ class HubDeployment:
 
     def proxy_token(self):
         """CONFIGPROXY_AUTH_TOKEN, from the proxy's environment (`kubectl exec ... env`)."""
-        found = self.find_process("configurable-http-proxy")
-        assert found, f"no configurable-http-proxy in the hub's container\n{self.log_tail()}"
+        running = self.cluster.container(self.namespace, self.proxy_pod)
+        found = [pid for pid, argv in (descendants(running.pid) if running else {}).items()
+                 if any("configurable-http-proxy" in arg for arg in argv)]  # fmt: skip
+        assert found, f"no configurable-http-proxy in the proxy's container\n{self.log_tail()}"
         return process_environ(found[0])["CONFIGPROXY_AUTH_TOKEN"]
 
     def proxy_api_port(self, config):
         return url_port(_get(config, "ConfigurableHTTPProxy", "api_url", DEFAULT_PROXY_API_URL))
 
     def routes(self, config=None):
-        """The proxy's route table, through `kubectl port-forward` to its API on the pod's loopback."""
+        """The proxy's route table, through `kubectl port-forward` to its API port in its pod."""
         config = config or self.config()
-        local = self.cluster.port_forward(self.namespace, self.pod, self.proxy_api_port(config))
+        local = self.cluster.port_forward(self.namespace, self.proxy_pod, self.proxy_api_port(config))
         resp = requests.get(f"http://127.0.0.1:{local}/api/routes", headers={"Authorization": f"token {self.proxy_token()}"}, timeout=10)
         resp.raise_for_status()
         return resp.json()
@@ -633,8 +693,9 @@ class HubDeployment:
 
     # --- logs ---
     def log_text(self, pod=None):
-        """`kubectl logs` of the hub: every pod's, oldest first, each after a line naming it."""
-        names = [pod] if pod else self.pods_seen + [p for p in self.pods(True) if p not in self.pods_seen]
+        """`kubectl logs` of the hub: every pod's, oldest first, each after a line naming it (and
+        a separate proxy's pods after them)."""
+        names = [pod] if pod else self.pods_seen + [p for p in self.pods(True) if p not in self.pods_seen] + self.proxy_pods()
         return "".join(f"\n===== pod {name} =====\n{self.all_runs(name)}" for name in names)
 
     def all_runs(self, pod):

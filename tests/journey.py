@@ -172,6 +172,187 @@ def run_code(session, hub, name, code, timeout=120):
         session.delete(f"{base}/{kernel}", headers={"X-XSRFToken": xsrf}, timeout=30)
 
 
+class KernelPinger:
+    """A user at work while the hub restarts: one kernel, one WebSocket to it through the proxy,
+    and `1+1` sent every `interval` seconds, each waiting at most `reply_timeout` for its answer.
+    When the connection drops it connects again at once, as JupyterLab does. Every request is
+    recorded: (sent at, answered at or None), times from time.monotonic().
+
+    with KernelPinger(session, hub, name) as pinger: ...; then pinger.failed, pinger.longest_gap()
+    """
+
+    def __init__(self, session, hub, name, interval=0.1, reply_timeout=5.0):
+        self.session, self.hub, self.name = session, hub, name
+        self.interval, self.reply_timeout = interval, reply_timeout
+        self.requests = []
+        self.connections = 0
+        self._stop = None
+
+    def __enter__(self):
+        import threading
+
+        base = f"{self.hub.url}/user/{self.name}/api/kernels"
+        xsrf = server_headers(self.session, self.name)["X-XSRFToken"]
+        resp = self.session.post(base, json={}, headers={"X-XSRFToken": xsrf}, timeout=60)
+        assert resp.status_code == 201, f"POST {base}: {resp.status_code} {resp.text[:300]}"
+        self.kernel = resp.json()["id"]
+        self.url = f"{base.replace('http', 'ws', 1)}/{self.kernel}/channels?session_id=pinger&_xsrf={xsrf}"
+        self.headers = server_headers(self.session, self.name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not any(answered for _, answered in self.requests):
+            assert time.monotonic() < deadline and self._thread.is_alive(), f"the kernel never answered: {self.requests[-3:]}"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+        xsrf = server_headers(self.session, self.name)["X-XSRFToken"]
+        self.session.delete(f"{self.hub.url}/user/{self.name}/api/kernels/{self.kernel}", headers={"X-XSRFToken": xsrf}, timeout=30)
+
+    async def _run(self):
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        ws, count = None, 0
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            answered = None
+            try:
+                if ws is None:
+                    ws = await websocket_connect(HTTPRequest(self.url, headers=self.headers, connect_timeout=self.reply_timeout,
+                                                             request_timeout=self.reply_timeout))  # fmt: skip
+                    self.connections += 1
+                count += 1
+                msg_id = f"pinger-{count}"
+                await ws.write_message(json.dumps({
+                    "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": "pinger",
+                               "username": self.name, "version": "5.3"},
+                    "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                    "content": {"code": "1+1", "silent": False, "store_history": False, "user_expressions": {},
+                                "allow_stdin": False, "stop_on_error": True},
+                }))  # fmt: skip
+                deadline = sent + self.reply_timeout
+                while answered is None:
+                    raw = await asyncio.wait_for(ws.read_message(), max(0.01, deadline - time.monotonic()))
+                    if raw is None:
+                        raise ConnectionError("the WebSocket closed")
+                    msg = json.loads(raw)
+                    if msg.get("parent_header", {}).get("msg_id") == msg_id and msg["msg_type"] == "execute_result":
+                        assert msg["content"]["data"]["text/plain"] == "2", msg
+                        answered = time.monotonic()
+            except (OSError, ConnectionError, asyncio.TimeoutError, Exception):  # noqa: BLE001  (any failure is a failed request)
+                if ws is not None:
+                    ws.close()
+                ws = None
+            self.requests.append((sent, answered))
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - sent)))
+        if ws is not None:
+            ws.close()
+
+    @property
+    def failed(self):
+        return sum(1 for _, answered in self.requests if answered is None)
+
+    def longest_gap(self):
+        """The longest time between two answers in a row (the first from the start of the
+        measurement): how long the user saw nothing."""
+        answers = [answered for _, answered in self.requests if answered is not None]
+        return max((b - a for a, b in zip(answers, answers[1:])), default=float("inf"))
+
+    def summary(self):
+        return (f"{len(self.requests)} requests of 1+1, {self.failed} failed, longest gap between answers"
+                f" {self.longest_gap():.2f} s, {self.connections} WebSocket connection(s)")
+
+
+def change_a_setting(hub_config):
+    """What a teacher does during a class: one setting changed in hub-config/ (here, the log
+    level's comment: any change to a file gives the ConfigMap a new name and rolls the hub)."""
+    path = hub_config / "jupyterhub_config.py"
+    path.write_text(path.read_text(encoding="utf-8") + f"\n# changed during the class at {time.time():.0f}\n", encoding="utf-8")
+
+
+def restart_under_a_kernel(deployment, session, name, settle=2.0):
+    """A new ConfigMap rolls the hub while the user's kernel answers 1+1 every 100 ms over its
+    WebSocket; (the pinger, seconds until the new hub was ready). It keeps measuring for
+    `settle` seconds after the server answers again through the proxy."""
+    with KernelPinger(session, deployment.hub, name) as pinger:
+        time.sleep(settle)
+        ready = deployment.hub.reconfigure(change_a_setting)
+        wait_until_answers(session, deployment.hub, name)
+        answered_before = sum(1 for _, a in pinger.requests if a is not None)
+        deadline = time.monotonic() + 120
+        # Until the kernel has answered again over a WebSocket (the in-hub proxy's restart cut it).
+        while sum(1 for _, a in pinger.requests if a is not None) <= answered_before + int(settle / pinger.interval) // 2:
+            assert time.monotonic() < deadline, f"the kernel did not answer again: {pinger.summary()}"
+            time.sleep(0.1)
+    return pinger, ready
+
+
+# --- Many users at once ----------------------------------------------------------------------
+
+
+def login_to_kernel(deployment, login, name):
+    """One user's first minute: log in, start the server, open JupyterLab, 1+1 in a new kernel;
+    seconds from the login form to the answer."""
+    started = time.monotonic()
+    session, name = login(deployment, name=name)
+    start_server(session, deployment.hub, name, timeout=600)
+    open_server(session, deployment.hub, name)
+    assert run_code(session, deployment.hub, name, "1+1") == "2"
+    return time.monotonic() - started
+
+
+def users_at_once(deployment, login, count, prefix="load"):
+    """`count` users log in at the same moment, each until 1+1 answers in a kernel; a list of
+    (name, seconds or the exception that stopped that user)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"{prefix}{i:03d}" for i in range(count)]
+
+    def one(name):
+        try:
+            return name, login_to_kernel(deployment, login, name)
+        except Exception as error:  # noqa: BLE001  (a failed user is a figure, not a crash)
+            return name, error
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, names))
+
+
+def percentile(values, fraction):
+    """The nearest-rank percentile (p95 of 20 values: the 19th smallest)."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, -(-int(fraction * 100) * len(ordered) // 100) - 1))]
+
+
+def resident_memory(deployment):
+    """{process: resident memory in MiB} of the hub's pod (the hub; the proxy and the culler when
+    they run there) and a separate proxy's pod, read from /proc as the kubelet's cAdvisor does."""
+    from hubrunner import descendants
+
+    def rss(pid):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    found = {}
+    pods = [deployment.pod] + ([deployment.proxy_pod] if deployment.proxy_deployment_name else [])
+    for pod in pods:
+        running = deployment.cluster.container(deployment.namespace, pod)
+        for pid, argv in descendants(running.pid).items():
+            line = " ".join(argv)
+            for what, needle in (("proxy", "configurable-http-proxy"), ("idle culler", "jupyterhub_idle_culler"), ("hub", "bin/jupyterhub")):
+                if needle in line and "tini" not in argv[0]:
+                    found[what] = found.get(what, 0.0) + rss(pid)
+                    break
+    return found
+
+
 def stop_server(session, hub, name):
     """The "Stop My Server" button: DELETE on the hub's API, then wait until it is gone."""
     resp = api(session, hub, "DELETE", f"/users/{name}/server")
@@ -193,14 +374,6 @@ def wait_until_answers(session, hub, name, timeout=120):
             pass
         time.sleep(0.05)
     raise AssertionError(f"/user/{name}/api/status did not answer within {timeout} s")
-
-
-def restart_hub(hub):
-    """`kubectl rollout restart deployment/hub`: Recreate stops the pod (its proxy dies with it)
-    and starts a new one. Returns the window: seconds until the new pod is ready."""
-    started = time.monotonic()
-    hub.restart()
-    return time.monotonic() - started
 
 
 # --- Logging in, the way the generated README's "Log in" section says ---------------------

@@ -94,14 +94,14 @@ def test_bakes_clean(bake, combo):
 
     # Every overlay has the secrets file its kustomization reads, and only then:
     # with hub_secrets=existing-secret the Secret lives in the cluster, not here.
-    from_files = needs_secrets(combo["authenticator"]) and combo["hub_secrets"] == "env-file"
+    from_files = needs_secrets(combo["authenticator"], combo["proxy"]) and combo["hub_secrets"] == "env-file"
     for overlay in OVERLAYS:
         secrets = project / "k8s" / "overlays" / overlay / "hub-secrets.env"
         kustomization = fast_yaml.load((project / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text())
         assert secrets.exists() == from_files
         assert ("secretGenerator" in kustomization) == from_files
     assert (project / "scripts" / "init-secrets").exists() == from_files
-    assert (project / "hub-secrets.env.example").exists() == needs_secrets(combo["authenticator"])
+    assert (project / "hub-secrets.env.example").exists() == needs_secrets(combo["authenticator"], combo["proxy"])
 
 
 def test_files_copied_without_rendering_hold_no_template_text():

@@ -40,8 +40,11 @@ def validate_strict(document_json, version):
 def check_overlay(project, overlay, context):
     # Shared with every project whose k8s/ differs only in secret values: read, never change.
     objects = session_bakery().render(project, overlay)
+    from hubrunner import hub_deployment
+
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds.count("Deployment") == 1 and kinds.count("Ingress") == 1, kinds
+    separate = context.get("proxy") == "separate"
+    assert kinds.count("Deployment") == (2 if separate else 1) and kinds.count("Ingress") == 1, kinds
     for obj in objects:
         for version in (OLDEST_KUBERNETES, NEWEST_KUBERNETES):
             try:
@@ -52,7 +55,8 @@ def check_overlay(project, overlay, context):
         assert obj["kind"] not in CLUSTER_SCOPED, f"{obj['kind']} is cluster-scoped"
         assert obj["metadata"].get("namespace") == context["namespace"], obj["metadata"]
 
-    by_kind = {o["kind"]: o for o in objects}
+    by_kind = {o["kind"]: o for o in objects if o["kind"] != "Deployment"}
+    by_kind["Deployment"] = hub_deployment(objects)
     ingress = by_kind["Ingress"]
     # Each overlay is a hub of its own, at its own host: production the chosen one,
     # development dev-<it> unless given.
@@ -87,7 +91,142 @@ def check_overlay(project, overlay, context):
             assert source["secretRef"] == {"name": name, "optional": False}
         else:
             assert ("Secret", source["secretRef"]["name"]) in names
+    problems = separate_proxy_problems(objects, overlay, context) if separate else in_hub_proxy_problems(objects)
+    assert not problems, "\n".join(problems)
     return objects
+
+
+# --- Where the proxy runs ----------------------------------------------------------------
+
+
+def _component_of(objects, obj):
+    """The component label of the pods a Service or Ingress backend sends to."""
+    if obj["kind"] == "Ingress":
+        [rule] = obj["spec"]["rules"]
+        [path] = rule["http"]["paths"]
+        service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == path["backend"]["service"]["name"])
+        return _component_of(objects, service), path["backend"]["service"]["port"]
+    return obj["spec"]["selector"].get("app.kubernetes.io/component")
+
+
+def _ports(container):
+    return {p["name"]: p["containerPort"] for p in container.get("ports") or []}
+
+
+def in_hub_proxy_problems(objects):
+    """proxy=in-hub: one Deployment, whose container has the public port the Ingress reaches."""
+    from hubrunner import hub_container
+
+    problems = []
+    component, port = _component_of(objects, next(o for o in objects if o["kind"] == "Ingress"))
+    if component != "hub" or port != {"name": "http"}:
+        problems.append(f"the Ingress reaches {component} port {port}, not the hub's http port")
+    if _ports(hub_container(objects)).get("http") != 8000:
+        problems.append("the hub container has no public port http: 8000")
+    return problems
+
+
+def separate_proxy_problems(objects, overlay, context):
+    """proxy=separate, as the issue asks: the proxy runs from the hub's image with its own
+    command, the Ingress reaches it, the hub has no public port and calls the proxy's API
+    through its Service, both take the token from the hub's Secret, and the proxy has no API
+    token. (The NetworkPolicies, Pod Security and checkov have tests of their own.)"""
+    from hubrunner import hub_container, hub_deployment
+
+    problems = []
+    suffix = {"production": "", "development": "-dev"}[overlay]
+    proxies = [o for o in objects if o["kind"] == "Deployment" and o is not hub_deployment(objects)]
+    if len(proxies) != 1:
+        return [f"{len(proxies)} Deployments besides the hub's, not one proxy"]
+    [proxy] = proxies
+    pod = proxy["spec"]["template"]["spec"]
+    labels = proxy["spec"]["template"]["metadata"]["labels"]
+    if proxy["metadata"]["name"] != f"proxy{suffix}" or labels.get("app.kubernetes.io/component") != "proxy":
+        problems.append(f"Deployment/{proxy['metadata']['name']} is not the proxy{suffix} with pods labelled component: proxy")
+    if labels.get("app.kubernetes.io/instance") != overlay:
+        problems.append(f"the proxy's pods are not labelled instance: {overlay}")
+    [container] = pod["containers"]
+    hub = hub_container(objects)
+    if container["image"] != hub["image"]:
+        problems.append(f"the proxy runs {container['image']}, not the hub's image {hub['image']}")
+    if container.get("command") != ["configurable-http-proxy"]:
+        problems.append(f"the proxy's command is {container.get('command')}")
+    if pod.get("automountServiceAccountToken") is not False:
+        problems.append("the proxy's pod gets a Kubernetes API token")
+    if proxy["spec"].get("replicas") != 1 or proxy["spec"]["strategy"].get("type") != "Recreate":
+        problems.append("not one proxy at a time (replicas 1, Recreate)")
+    args = container.get("args") or []
+    env = {e["name"]: e for e in container.get("env") or []}
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    hub_service = next(n for n, o in services.items() if o["spec"]["selector"].get("app.kubernetes.io/component") == "hub")
+    if env.get("HUB_SERVICE_NAME", {}).get("value") != hub_service:
+        problems.append(f"the proxy's HUB_SERVICE_NAME is not the hub's Service {hub_service}")
+    if "--default-target=http://$(HUB_SERVICE_NAME):8081" not in args:
+        problems.append(f"the proxy does not send /hub/ to the hub's Service: {args}")
+    if _ports(container) != {"http": 8000, "api": 8001} or "--port=8000" not in args or "--api-port=8001" not in args:
+        problems.append(f"the proxy's ports are not http 8000 and api 8001: {_ports(container)} {args}")
+    component, port = _component_of(objects, next(o for o in objects if o["kind"] == "Ingress"))
+    if component != "proxy" or port != {"name": "http"}:
+        problems.append(f"the Ingress reaches {component} port {port}, not the proxy's http port")
+    if "http" in _ports(hub) or "http" in {p["name"] for p in services[hub_service]["spec"]["ports"]}:
+        problems.append("the hub still has a public port http")
+    hub_env = {e["name"]: e for e in hub.get("env") or []}
+    proxy_services = [n for n, o in services.items() if o["spec"]["selector"].get("app.kubernetes.io/component") == "proxy"]
+    if proxy_services != [f"proxy{suffix}"] or hub_env.get("PROXY_SERVICE_NAME", {}).get("value") != proxy_services[0]:
+        problems.append(f"the hub's PROXY_SERVICE_NAME does not name the proxy's Service {proxy_services}")
+    if "JUPYTERHUB_PROXY_PID_FILE" in hub_env:
+        problems.append("the hub is still told where a proxy pid file goes")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        if hub[probe]["httpGet"]["port"] != "hub":
+            problems.append(f"the hub's {probe} goes to {hub[probe]['httpGet']['port']}, not its own port")
+        if container[probe]["httpGet"] != {"path": "/_chp_healthz", "port": "http"}:
+            problems.append(f"the proxy's {probe} is not CHP's health check")
+    [hub_secret] = [e["secretRef"]["name"] for e in hub.get("envFrom") or []]
+    token = env.get("CONFIGPROXY_AUTH_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    if token.get("name") != hub_secret or token.get("key") != "CONFIGPROXY_AUTH_TOKEN" or token.get("optional") is not False:
+        problems.append(f"the proxy's token is not the hub Secret's ({hub_secret}) CONFIGPROXY_AUTH_TOKEN: {token}")
+    secrets = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == hub_secret]
+    if context.get("hub_secrets") == "env-file" and not (secrets and "CONFIGPROXY_AUTH_TOKEN" in secrets[0].get("data", {})):
+        problems.append(f"the generated Secret {hub_secret} has no CONFIGPROXY_AUTH_TOKEN")
+    return problems
+
+
+def test_proxy_checks_catch_planted_faults(bake):
+    """separate_proxy_problems and in_hub_proxy_problems, on renders changed the ways that would
+    leave users without a proxy, or the proxy with more than it needs."""
+    import copy
+
+    from hubrunner import hub_container
+
+    context = {"proxy": "separate", "hub_secrets": "env-file"}
+    good = kustomize(bake(proxy="separate"), "development")
+    assert separate_proxy_problems(good, "development", context) == []
+    in_hub = kustomize(bake(), "development")
+    assert in_hub_proxy_problems(in_hub) == []
+
+    def proxy(objects):
+        return next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "proxy-dev")
+
+    def ingress(objects):
+        return next(o for o in objects if o["kind"] == "Ingress")
+
+    faults = {
+        "another image": lambda o: proxy(o)["spec"]["template"]["spec"]["containers"][0].update(image="node:20"),
+        "an API token": lambda o: proxy(o)["spec"]["template"]["spec"].pop("automountServiceAccountToken"),
+        "two proxies": lambda o: proxy(o)["spec"].update(replicas=2),
+        "the Ingress at the hub": lambda o: ingress(o)["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"].update(name="hub-dev"),
+        "a token of its own": lambda o: proxy(o)["spec"]["template"]["spec"]["containers"][0]["env"][1]["valueFrom"]["secretKeyRef"].update(name="proxy-token"),
+        "the hub still public": lambda o: hub_container(o)["ports"].append({"name": "http", "containerPort": 8000}),
+        "the hub probed through the proxy": lambda o: hub_container(o)["readinessProbe"]["httpGet"].update(port="http"),
+        "hub name not copied": lambda o: proxy(o)["spec"]["template"]["spec"]["containers"][0]["env"][0].update(value="hub"),
+    }
+    for fault, plant in faults.items():
+        objects = copy.deepcopy(good)
+        plant(objects)
+        assert separate_proxy_problems(objects, "development", context), f"not caught: {fault}"
+    broken = copy.deepcopy(in_hub)
+    hub_container(broken)["ports"] = [p for p in hub_container(broken)["ports"] if p["name"] != "http"]
+    assert in_hub_proxy_problems(broken), "not caught: in-hub without a public port"
 
 
 # --- The hub's configuration: a ConfigMap named after its content ------------------------
@@ -179,6 +318,8 @@ def test_a_changed_setting_rolls_the_hub_and_an_unchanged_render_does_not(bake, 
     template changes in that name only (a new ReplicaSet: the hub restarts on the new file).
     The test over every combination (config_map_problems) rests on the hash model that this
     test holds against kustomize."""
+    from hubrunner import hub_deployment
+
     project = tmp_path / "project"
     shutil.copytree(bake(), project)
     first = kubectl_kustomize_bytes(project, overlay)
@@ -187,8 +328,7 @@ def test_a_changed_setting_rolls_the_hub_and_an_unchanged_render_does_not(bake, 
     def parts(rendered):
         objects = [o for o in fast_yaml.load_all(rendered.decode()) if o]
         [config_map] = [o for o in objects if o["kind"] == "ConfigMap"]
-        [deployment] = [o for o in objects if o["kind"] == "Deployment"]
-        return config_map, deployment["spec"]["template"]
+        return config_map, hub_deployment(objects)["spec"]["template"]
 
     config_map, template = parts(first)
     suffix = "" if overlay == "production" else "-dev"
@@ -246,8 +386,11 @@ def test_text_variables_reach_the_manifests(bake, variant, overlay):
         "image_name": variant.get("image_name", "jupyterhub"),
         "tls": variant.get("tls", "no"),
     }
+    from hubrunner import hub_deployment
+
     objects = check_overlay(project, overlay, context)
-    by_kind = {o["kind"]: o for o in objects}
+    by_kind = {o["kind"]: o for o in objects if o["kind"] != "Deployment"}
+    by_kind["Deployment"] = hub_deployment(objects)
     ingress = by_kind["Ingress"]
     if "ingress_class" in variant:
         assert ingress["spec"]["ingressClassName"] == variant["ingress_class"]

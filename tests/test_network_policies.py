@@ -289,7 +289,7 @@ def answers(case):
     """What the table's `when` and endpoints read of a combination."""
     from test_security import context_of
 
-    keys = ("authenticator", "idle_culling", "ingress_controller_namespace", "__oauth_token_url", "__oauth_userdata_url")
+    keys = ("authenticator", "idle_culling", "ingress_controller_namespace", "__oauth_token_url", "__oauth_userdata_url", "proxy")
     return {k: v for k, v in context_of(case).items() if k in keys}
 
 
@@ -307,12 +307,14 @@ def planted_removal_check(docs, hub_config, case):
     table = paths.table()
     found = paths.endpoints(docs, hub_config, case, user_pod_labels(hub_config), user_port(hub_config), TEMPLATE)
     problems, carried = [], set()
-    for row in (r for r in table["needed"] if paths.applies(r, case)):
+    for row in (r for r in table["needed"] if paths.applies(r, case, TEMPLATE)):
         if row["to"] == "hub-loopback":
             planted = copy.deepcopy(hub_config)
+            [culler] = [s for s in planted.JupyterHub.services if s["name"] == "idle-culler"]
+            culler["command"] = [a for a in culler["command"] if not a.startswith("--url=")]
             planted.JupyterHub.hub_connect_url = "http://hub.namespace.svc:8081"
             if paths.loopback_row_open(planted, docs, found):
-                problems.append(f"{row['name']}: still open with hub_connect_url through the Service")
+                problems.append(f"{row['name']}: still open with the culler calling the hub through the Service")
             continue
         rules = paths.rules_carrying(row, docs, found, hub_config)
         if not rules:

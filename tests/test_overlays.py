@@ -38,8 +38,9 @@ def identities(objects):
 
 
 def hub_env(objects):
-    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
-    return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    from hubrunner import hub_container
+
+    return {e["name"]: e.get("value") for e in hub_container(objects)["env"]}
 
 
 # Renders of distinct k8s/ trees: many combinations share one.

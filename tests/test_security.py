@@ -37,11 +37,15 @@ from support.netpol import (
     KUBESPAWNER_PORT_NAME,
     check_hub_network_policy,
     check_policy_ports_exist,
+    check_proxy_network_policy,
     check_singleuser_network_policy,
     container_port,
+    hub_deployment,
     hub_pod,
     one,
+    proxy_pod,
     public_port,
+    separate_proxy,
 )
 from support.secrets_scan import scan_files, scan_text
 
@@ -159,7 +163,7 @@ def check_role(docs, user_storage):
 
 def check_role_binding(docs):
     problems = []
-    deployment = one(docs, "Deployment")
+    deployment = hub_deployment(docs)
     namespace = deployment["metadata"]["namespace"]
     account = deployment["spec"]["template"]["spec"].get("serviceAccountName")
     if not account or account == "default":
@@ -249,24 +253,28 @@ def check_resources_and_probes(pod):
 
 
 def check_services(docs, user_labels):
+    """Each Service selects exactly one of the project's pods (the hub's, or a separate
+    proxy's), never user pods, and forwards only to ports that pod declares."""
     problems = []
-    pod = hub_pod(docs)
-    hub_labels = pod["metadata"]["labels"]
+    pods = {id(p): p for p in (hub_pod(docs), proxy_pod(docs))}.values()
     for service in (d for d in docs if d["kind"] == "Service"):
         where = f"Service/{service['metadata']['name']}"
         selector = service["spec"].get("selector")
         if not selector:
             problems.append(f"{where}: no selector")
             continue
-        if not selects(selector, hub_labels):
-            problems.append(f"{where}: selector {selector} does not select the hub pod {hub_labels}")
+        selected = [p for p in pods if selects(selector, p["metadata"]["labels"])]
+        if len(selected) != 1:
+            problems.append(f"{where}: selector {selector} selects {len(selected)} of the hub's and the proxy's pods, not one")
+            continue
+        [pod] = selected
         if selects(selector, user_labels):
             problems.append(f"{where}: selector {selector} also selects user pods {user_labels}")
         if service["spec"].get("type", "ClusterIP") != "ClusterIP":
             problems.append(f"{where}: type {service['spec']['type']}; only the Ingress should publish the hub")
         for port in service["spec"]["ports"]:
             if container_port(pod, port.get("targetPort", port["port"])) is None:
-                problems.append(f"{where}: targetPort {port.get('targetPort')!r} is no port of the hub container")
+                problems.append(f"{where}: targetPort {port.get('targetPort')!r} is no port of the pod it selects")
     return problems
 
 
@@ -304,8 +312,23 @@ def test_rbac_is_namespaced_and_minimal(render, case, overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("case", CASES, ids=combo_id)
 def test_hub_pod_is_restricted_with_requests_limits_and_probes(render, case, overlay):
+    """The hub's pod, and a separate proxy's (which also has no Kubernetes API token)."""
     docs, _, _ = render(case, overlay)
-    assert_no_problems(check_restricted_pod(hub_pod(docs)) + check_resources_and_probes(hub_pod(docs)))
+    assert_no_problems(check_restricted_pod(hub_pod(docs)) + check_resources_and_probes(hub_pod(docs)) + check_proxy_pod(docs))
+
+
+def check_proxy_pod(docs):
+    """proxy=separate: the proxy's pod as restricted as the hub's, with requests, limits and
+    probes, and without a Kubernetes API token (it has no business with the API)."""
+    if not separate_proxy(docs):
+        return []
+    pod = proxy_pod(docs)
+    problems = [f"proxy: {p}" for p in check_restricted_pod(pod) + check_resources_and_probes(pod)]
+    if pod["spec"].get("automountServiceAccountToken") is not False:
+        problems.append("proxy: the pod gets a Kubernetes API token (automountServiceAccountToken is not false)")
+    if pod["spec"].get("serviceAccountName", "default") != "default":
+        problems.append(f"proxy: runs as service account {pod['spec']['serviceAccountName']}, which may hold rights")
+    return problems
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -322,14 +345,25 @@ def test_network_policies_fence_hub_and_user_pods(render, case, overlay):
     users = user_pod_labels(hub_config)
     hub_api_port = url_port(hub_config.JupyterHub.hub_bind_url)
     assert container_port(hub_pod(docs), hub_api_port), f"the hub container does not declare the hub port {hub_api_port}"
-    assert public_port(docs) == url_port(hub_config.JupyterHub.bind_url), "the Ingress does not reach the proxy port"
+    assert public_port(docs) == proxy_listen_port(docs, hub_config), "the Ingress does not reach the port the proxy listens on"
     assert_no_problems(
         check_hub_network_policy(
             docs, users, context_of(case)["ingress_controller_namespace"], hub_api_port, user_port(hub_config)
         )
+        + check_proxy_network_policy(docs, context_of(case)["ingress_controller_namespace"])
         + check_singleuser_network_policy(docs, users, user_port(hub_config), hub_api_port)
         + check_policy_ports_exist(docs)
     )
+
+
+def proxy_listen_port(docs, hub_config):
+    """Where configurable-http-proxy listens: the hub's bind_url when the hub starts it,
+    else the --port of the proxy Deployment's command."""
+    if not separate_proxy(docs):
+        return url_port(hub_config.JupyterHub.bind_url)
+    [container] = proxy_pod(docs)["spec"]["containers"]
+    [port] = [int(a.split("=", 1)[1]) for a in container.get("args") or [] if a.startswith("--port=")]
+    return port
 
 
 @pytest.mark.parametrize("case", CASES, ids=combo_id)
@@ -412,6 +446,51 @@ def test_checks_catch_broken_manifests(render):
     )  # fmt: skip
 
 
+def test_checks_catch_a_broken_separate_proxy(render):
+    """The proxy pod's and its NetworkPolicy's checks, on proxy=separate renders broken the ways
+    that would give the proxy rights or reach it has no use for."""
+    import copy
+
+    case = next(c for c in MATRIX if c["proxy"] == "separate" and c["authenticator"] == "dummy")
+    docs, hub_config, _ = render(case, "production")
+    users = user_pod_labels(hub_config)
+    assert check_proxy_pod(docs) == [] and check_proxy_network_policy(docs, "") == []
+    assert check_services(docs, users) == [] and check_hub_network_policy(docs, users, "", 8081) == []
+
+    def broken(change):
+        mutated = copy.deepcopy(docs)
+        change(mutated)
+        return mutated
+
+    def pod(d):
+        return proxy_pod(d)["spec"]
+
+    def policy(d):
+        return one(d, "NetworkPolicy", "proxy")["spec"]
+
+    for fault, change in {
+        "an API token": lambda d: pod(d).pop("automountServiceAccountToken"),
+        "the hub's service account": lambda d: pod(d).update(serviceAccountName="hub"),
+        "root": lambda d: pod(d)["containers"][0]["securityContext"].update(runAsNonRoot=False, runAsUser=0),
+        "no memory limit": lambda d: pod(d)["containers"][0]["resources"].pop("limits"),
+        "no liveness probe": lambda d: pod(d)["containers"][0].pop("livenessProbe"),
+    }.items():
+        assert check_proxy_pod(broken(change)), f"not caught: {fault}"
+    for fault, change in {
+        "the API from everyone": lambda d: policy(d)["ingress"][1].pop("from"),
+        "the API from user pods": lambda d: policy(d)["ingress"][1]["from"][0]["podSelector"]["matchLabels"].update(
+            {"app.kubernetes.io/component": "singleuser-server"}),
+        "egress anywhere": lambda d: policy(d)["egress"].append({}),
+        "no egress policy": lambda d: policy(d).update(policyTypes=["Ingress"]),
+        "the public port from anyone": lambda d: policy(d)["ingress"][0].pop("from"),
+    }.items():
+        assert check_proxy_network_policy(broken(change), ""), f"not caught: {fault}"
+    assert check_services(broken(lambda d: one(d, "Service", "proxy")["spec"]["selector"].update(
+        {"app.kubernetes.io/component": "hub"})), users), "not caught: a proxy Service that selects the hub"
+    assert check_hub_network_policy(broken(lambda d: one(d, "NetworkPolicy", "hub")["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"].update(
+        {"app.kubernetes.io/component": "other"})), users, "", 8081), "not caught: the hub's port from a pod that is not the proxy"  # fmt: skip
+
+
 # --- C. The hub's Deployment: settings with consequences on a real cluster ---------------------
 
 # The startup probe must let a cold start through, with room: the slowest start measured
@@ -431,7 +510,7 @@ def measured_cold_start_seconds():
 
 def check_deployment_invariants(docs):
     problems = []
-    deployment = one(docs, "Deployment")
+    deployment = hub_deployment(docs)
     spec = deployment["spec"]
     # One hub: JupyterHub keeps its state in one SQLite file and in memory (the proxy's
     # routes, the spawners); a second replica would spawn the same users twice and write
@@ -557,9 +636,13 @@ def secret_sources(kustomization):
 
 
 def required_env(project):
-    """The environment variables the chosen authenticator refuses to start without."""
+    """The secrets the hub refuses to start without: the chosen authenticator's, and with
+    proxy=separate the proxy's token."""
     text = (project / "hub-config/authenticator_config.py").read_text(encoding="utf-8")
-    return set(re.findall(r"require_env\(\s*\"([A-Z0-9_]+)\"", text))
+    needed = set(re.findall(r"require_env\(\s*\"([A-Z0-9_]+)\"", text))
+    if 'PROXY = "separate"' in (project / "hub-config/jupyterhub_config.py").read_text(encoding="utf-8"):
+        needed.add("CONFIGPROXY_AUTH_TOKEN")
+    return needed
 
 
 @pytest.mark.parametrize("case", CASES, ids=combo_id)
@@ -705,7 +788,7 @@ def test_role_evidence_catches_planted_faults(render):
 
     case = next(c for c in MATRIX if c["user_storage"] == "yes")
     docs, _, project = render(case, "development")
-    deployment = one(docs, "Deployment")
+    deployment = hub_deployment(docs)
     namespace = deployment["metadata"]["namespace"]
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     rules = rbac.rules_for(docs, namespace, account)

@@ -205,7 +205,10 @@ class Bakery:
         if key not in self.hub_configs:
             from hubrunner import pod_environment
 
-            env = {k: v for k, v in pod_environment(self.render(project, overlay), secrets={}).items() if not v.startswith("/")}
+            # The Secret's keys the hub must have whatever the authenticator (proxy=separate's
+            # token), as stand-ins; the authenticator's are read from the files by the tests.
+            secrets = {"CONFIGPROXY_AUTH_TOKEN": "stand-in-proxy-token"}
+            env = {k: v for k, v in pod_environment(self.render(project, overlay), secrets=secrets).items() if not v.startswith("/")}
             self.hub_configs[key] = load_hub_config(project, env)
         return self.hub_configs[key]
 

@@ -17,8 +17,41 @@ def one(docs, kind, name=None):
     return found[0]
 
 
+def deployment_of(docs, component):
+    """The Deployment whose pods are labelled with this component (None if there is none)."""
+    found = [
+        d for d in docs
+        if d["kind"] == "Deployment" and d["spec"]["template"]["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+    ]  # fmt: skip
+    assert len(found) <= 1, f"expected at most one {component} Deployment, found {len(found)}"
+    return found[0] if found else None
+
+
+def pod_of(docs, component):
+    """The pod template of the Deployment whose pods are labelled with this component."""
+    deployment = deployment_of(docs, component)
+    return deployment["spec"]["template"] if deployment else None
+
+
+def hub_deployment(docs):
+    deployment = deployment_of(docs, "hub")
+    assert deployment is not None, "no hub Deployment in the render"
+    return deployment
+
+
 def hub_pod(docs):
-    return one(docs, "Deployment")["spec"]["template"]
+    pod = pod_of(docs, "hub")
+    assert pod is not None, "no hub Deployment in the render"
+    return pod
+
+
+def proxy_pod(docs):
+    """configurable-http-proxy's pod: its own Deployment's (proxy=separate) or the hub's."""
+    return pod_of(docs, "proxy") or hub_pod(docs)
+
+
+def separate_proxy(docs):
+    return pod_of(docs, "proxy") is not None
 
 
 def container_port(pod, port):
@@ -31,8 +64,8 @@ def container_port(pod, port):
 
 
 def public_port(docs):
-    """The hub container port the Ingress reaches: Ingress backend -> Service port -> targetPort."""
-    pod = hub_pod(docs)
+    """The proxy container port the Ingress reaches: Ingress backend -> Service port -> targetPort."""
+    pod = proxy_pod(docs)
     ports = set()
     for ingress in (d for d in docs if d["kind"] == "Ingress"):
         for rule in ingress["spec"]["rules"]:
@@ -43,7 +76,7 @@ def public_port(docs):
                 for port in service["spec"]["ports"]:
                     if wanted in (port.get("name"), port["port"]):
                         ports.add(container_port(pod, port.get("targetPort", port["port"])))
-    assert len(ports) == 1, f"the Ingress should reach exactly one hub port, reaches {ports}"
+    assert len(ports) == 1, f"the Ingress should reach exactly one proxy port, reaches {ports}"
     return ports.pop()
 
 
@@ -79,10 +112,25 @@ def user_pod_ports(port):
     return {"spec": {"containers": [{"ports": [{"name": KUBESPAWNER_PORT_NAME, "containerPort": port}]}]}}
 
 
+def egress_problems(policy, where, allowed, what):
+    """Every egress rule of the policy is DNS or one that an allowed(rule, peers) predicate
+    accepts (what: the sentence naming them), and DNS is open over UDP and TCP."""
+    problems = []
+    egress = policy["spec"].get("egress") or []
+    for index, rule in enumerate(egress):
+        if not is_dns_rule(rule) and not any(ok(rule, rule.get("to") or []) for ok in allowed):
+            problems.append(f"{where} egress rule {index}: allows {rule}, which is neither DNS, {what}")
+    if dns_protocols(egress) != {"UDP", "TCP"}:
+        problems.append(f"{where}: DNS egress on 53 allows {sorted(dns_protocols(egress))}, expected UDP and TCP")
+    return problems
+
+
 def check_hub_network_policy(docs, user_labels, ingress_namespace, hub_api_port, user_server_port=KUBESPAWNER_PORT):
     problems = []
     pod = hub_pod(docs)
     hub_labels = pod["metadata"]["labels"]
+    # With proxy=separate the proxy pod is the hub's only client besides user pods.
+    proxy_labels = proxy_pod(docs)["metadata"]["labels"] if separate_proxy(docs) else None
     policies = [d for d in docs if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], hub_labels)]
     if len(policies) != 1:
         return [f"expected one NetworkPolicy selecting the hub pod, found {len(policies)}"]
@@ -92,7 +140,7 @@ def check_hub_network_policy(docs, user_labels, ingress_namespace, hub_api_port,
         problems.append(f"{where}: selects user pods too")
     if set(policy["spec"].get("policyTypes") or []) != {"Ingress", "Egress"}:
         problems.append(f"{where}: policyTypes {policy['spec'].get('policyTypes')}, expected Ingress and Egress")
-    proxy_port = public_port(docs)
+    proxy_port = None if proxy_labels else public_port(docs)
     for index, rule in enumerate(policy["spec"].get("ingress") or []):
         at = f"{where} ingress rule {index}"
         ports = {port for port, _ in rule_ports(rule, pod)}
@@ -113,23 +161,24 @@ def check_hub_network_policy(docs, user_labels, ingress_namespace, hub_api_port,
                         f" namespace ({ingress_namespace or 'any namespace, as none was given'})"
                     )
         elif ports == {hub_api_port}:
-            if not only_pods(peers, user_labels, hub_labels):
-                problems.append(f"{at}: lets {peers or 'anyone'} reach the hub API; expected user pods only")
+            if not (only_pods(peers, user_labels, hub_labels) or (proxy_labels and only_pods(peers, proxy_labels, hub_labels))):
+                problems.append(f"{at}: lets {peers or 'anyone'} reach the hub API; expected user pods (and a separate proxy) only")
         else:
-            problems.append(f"{at}: opens ports {sorted(ports, key=str)}, only {proxy_port} and {hub_api_port} are needed")
+            needed = sorted(p for p in (proxy_port, hub_api_port) if p)
+            problems.append(f"{at}: opens ports {sorted(ports, key=str)}, only {needed} are needed")
+    def ports_of(rule, pod):
+        return {port for port, _ in rule_ports(rule, pod)}
+
     egress = policy["spec"].get("egress") or []
-    for index, rule in enumerate(egress):
-        at = f"{where} egress rule {index}"
-        ports = {port for port, _ in rule_ports(rule, user_pod_ports(user_server_port))}
-        if is_dns_rule(rule):
-            continue
-        if rule.get("ports") and ports <= {443, 6443, 8443, 16443} and {p for _, p in rule_ports(rule)} == {"TCP"}:
-            continue  # the API server (and OAuth providers), whose addresses differ between clusters
-        if ports == {user_server_port} and only_pods(rule.get("to") or [], user_labels, hub_labels):
-            continue  # the proxy forwards to user servers
-        problems.append(f"{at}: allows {rule}, which is neither DNS, the API server nor user servers")
-    if dns_protocols(egress) != {"UDP", "TCP"}:
-        problems.append(f"{where}: DNS egress on 53 allows {sorted(dns_protocols(egress))}, expected UDP and TCP")
+    problems += egress_problems(policy, where, [
+        # the API server (and OAuth providers), whose addresses differ between clusters
+        lambda rule, _: bool(rule.get("ports")) and ports_of(rule, None) <= {443, 6443, 8443, 16443} and {p for _, p in rule_ports(rule)} == {"TCP"},
+        # the proxy forwards to user servers; the hub waits for them to answer
+        lambda rule, peers: ports_of(rule, user_pod_ports(user_server_port)) == {user_server_port} and only_pods(peers, user_labels, hub_labels),
+        # a separate proxy's API
+        lambda rule, peers: bool(proxy_labels) and ports_of(rule, proxy_pod(docs)) == {container_port(proxy_pod(docs), "api")}
+        and only_pods(peers, proxy_labels, hub_labels),
+    ], "the API server, user servers nor the proxy's API")  # fmt: skip
     if not any(443 in {p for p, _ in rule_ports(rule)} or 6443 in {p for p, _ in rule_ports(rule)} for rule in egress):
         problems.append(f"{where}: no egress to the API server (443/6443)")
     return problems
@@ -147,26 +196,18 @@ def check_singleuser_network_policy(docs, user_labels, user_server_port, hub_api
         problems.append(f"{where}: selects the hub pod too")
     if set(policy["spec"].get("policyTypes") or []) != {"Ingress", "Egress"}:
         problems.append(f"{where}: policyTypes {policy['spec'].get('policyTypes')}, expected Ingress and Egress")
+    proxy_labels = proxy_pod(docs)["metadata"]["labels"]
     for index, rule in enumerate(policy["spec"].get("ingress") or []):
         at = f"{where} ingress rule {index}"
-        if not only_pods(rule.get("from") or [], hub_labels, user_labels):
-            problems.append(f"{at}: lets {rule.get('from') or 'anyone'} in; expected the hub pod only")
+        peers = rule.get("from") or []
+        if not peers or not all(only_pods([peer], hub_labels, user_labels) or only_pods([peer], proxy_labels, user_labels) for peer in peers):
+            problems.append(f"{at}: lets {rule.get('from') or 'anyone'} in; expected the hub and proxy pods only")
         if rule_ports(rule, user_pod_ports(user_server_port)) != [(user_server_port, "TCP")]:
             problems.append(f"{at}: ports {rule_ports(rule)}, expected the user server's {user_server_port}/TCP")
-    egress = policy["spec"].get("egress") or []
-    for index, rule in enumerate(egress):
-        at = f"{where} egress rule {index}"
-        peers = rule.get("to") or []
-        if is_dns_rule(rule):
-            continue
-        if rule_ports(rule, hub_pod(docs)) == [(hub_api_port, "TCP")] and only_pods(peers, hub_labels, user_labels):
-            continue
-        blocks = [peer.get("ipBlock") for peer in peers]
-        if peers and all(blocks) and all(internet_only(block) for block in blocks):
-            continue
-        problems.append(f"{at}: allows {rule}, which is neither DNS, the hub API nor the internet")
-    if dns_protocols(egress) != {"UDP", "TCP"}:
-        problems.append(f"{where}: DNS egress on 53 allows {sorted(dns_protocols(egress))}, expected UDP and TCP")
+    problems += egress_problems(policy, where, [
+        lambda rule, peers: rule_ports(rule, hub_pod(docs)) == [(hub_api_port, "TCP")] and only_pods(peers, hub_labels, user_labels),
+        lambda _, peers: bool(peers) and all(p.get("ipBlock") and internet_only(p["ipBlock"]) for p in peers),
+    ], "the hub API nor the internet")  # fmt: skip
     return problems
 
 
@@ -181,10 +222,57 @@ def internet_only(block):
     return True
 
 
-def check_policy_ports_exist(docs):
-    """Ports the policies name for the hub pod are ports its container declares."""
+def check_proxy_network_policy(docs, ingress_namespace):
+    """proxy=separate: the proxy pod lets in the ingress controller on its public port and the
+    hub alone on its API, and goes out to DNS, the hub's port and user servers only."""
+    if not separate_proxy(docs):
+        return []
     problems = []
-    pod = hub_pod(docs)
+    pod, hub = proxy_pod(docs), hub_pod(docs)
+    labels, hub_labels = pod["metadata"]["labels"], hub["metadata"]["labels"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], labels)]
+    if len(policies) != 1:
+        return [f"expected one NetworkPolicy selecting the proxy pod, found {len(policies)}"]
+    [policy] = policies
+    where = f"NetworkPolicy/{policy['metadata']['name']}"
+    if selects(policy["spec"]["podSelector"], hub_labels):
+        problems.append(f"{where}: selects the hub pod too")
+    if set(policy["spec"].get("policyTypes") or []) != {"Ingress", "Egress"}:
+        problems.append(f"{where}: policyTypes {policy['spec'].get('policyTypes')}, expected Ingress and Egress")
+    public, api = public_port(docs), container_port(pod, "api")
+    wanted = {"kubernetes.io/metadata.name": ingress_namespace} if ingress_namespace else None
+    for index, rule in enumerate(policy["spec"].get("ingress") or []):
+        at = f"{where} ingress rule {index}"
+        ports = {port for port, _ in rule_ports(rule, pod)}
+        peers = rule.get("from") or []
+        if not rule.get("ports") or None in ports:
+            problems.append(f"{at}: all ports, or a port the proxy container does not have")
+        elif ports == {public}:
+            if not peers or any(set(p) != {"namespaceSelector"} or p["namespaceSelector"] != ({"matchLabels": wanted} if wanted else {}) for p in peers):
+                problems.append(f"{at}: lets {peers or 'anyone'} reach the public port; expected the ingress controller's namespace")
+        elif ports == {api}:
+            if not only_pods(peers, hub_labels, labels):
+                problems.append(f"{at}: lets {peers or 'anyone'} reach the proxy's API; expected the hub pod only")
+        else:
+            problems.append(f"{at}: opens ports {sorted(ports, key=str)}, only {public} and {api} are needed")
+    problems += egress_problems(policy, where, [
+        lambda rule, peers: rule_ports(rule, hub) == [(container_port(hub, "hub"), "TCP")] and only_pods(peers, hub_labels, labels),
+        lambda rule, peers: [p for p, _ in rule_ports(rule, user_pod_ports(KUBESPAWNER_PORT))] == [KUBESPAWNER_PORT] and bool(peers)
+        and all(set(p) == {"podSelector"} and p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "singleuser-server" for p in peers),
+    ], "the hub nor user servers")  # fmt: skip
+    return problems
+
+
+def check_policy_ports_exist(docs):
+    """Ports the policies name for the hub pod (and a separate proxy's) are ports its container declares."""
+    problems = []
+    for pod in {id(p): p for p in (hub_pod(docs), proxy_pod(docs))}.values():
+        problems += _policy_ports_exist(docs, pod)
+    return problems
+
+
+def _policy_ports_exist(docs, pod):
+    problems = []
     hub_labels = pod["metadata"]["labels"]
     for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
         where = f"NetworkPolicy/{policy['metadata']['name']}"
@@ -197,5 +285,5 @@ def check_policy_ports_exist(docs):
         for rule in rules:
             for port in rule.get("ports") or []:
                 if container_port(pod, port["port"]) is None:
-                    problems.append(f"{where}: port {port['port']!r} is no port of the hub container")
+                    problems.append(f"{where}: port {port['port']!r} is no port of the {hub_labels.get('app.kubernetes.io/component')} container")
     return problems

@@ -61,13 +61,17 @@ def url_ports(urls):
 
 def endpoints(docs, hub_config, case, user_labels, user_port, template_defaults):
     """{table endpoint name: [Endpoint variants]} for one render and its answers."""
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployments = {d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component"): d for d in docs if d["kind"] == "Deployment"}
+    deployment = deployments["hub"]
     namespace = deployment["metadata"]["namespace"]
     template = deployment["spec"]["template"]
+    # The proxy: a pod of its own with proxy=separate, else the hub's pod (it runs there).
+    proxy = deployments.get("proxy", deployment)["spec"]["template"]
     ingress_namespace = case.get("ingress_controller_namespace") or ""
     controller = {"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"}
     found = {
         "hub": [Endpoint("hub", "10.244.1.10", namespace, template["metadata"]["labels"], container_ports(template))],
+        "proxy": [Endpoint("proxy", "10.244.1.11" if proxy is not template else "10.244.1.10", namespace, proxy["metadata"]["labels"], container_ports(proxy))],
         "user-server": [Endpoint("user-server", "10.244.1.31", namespace, user_labels, {"notebook-port": user_port})],
         "ingress-controller": [Endpoint("ingress-controller", "10.244.2.5", ingress_namespace, controller)]
         if ingress_namespace
@@ -102,9 +106,12 @@ def endpoints(docs, hub_config, case, user_labels, user_port, template_defaults)
     return found
 
 
-def applies(row, case):
+def applies(row, case, defaults=None):
+    """Whether a row applies to these answers (a variable not given has its default from
+    cookiecutter.json: the first of its choices)."""
     for name, values in (row.get("when") or {}).items():
-        value = case.get(name, "")
+        default = (defaults or {}).get(name, "")
+        value = case.get(name, default[0] if isinstance(default, list) else default)
         if "<any given>" in values:
             if not value:
                 return False
@@ -205,10 +212,21 @@ def connections(row, found, hub_config):
                     yield source, destination, port, protocol
 
 
+def culler_url(hub_config):
+    """Where the idle culler calls the hub API: its --url, or else JupyterHub.hub_connect_url
+    (which JupyterHub gives hub-managed services as JUPYTERHUB_API_URL)."""
+    for service in hub_config.JupyterHub.get("services", []):
+        if service.get("name") == "idle-culler":
+            for arg in service.get("command", []):
+                if arg.startswith("--url="):
+                    return urlparse(arg[len("--url="):])
+    return urlparse(hub_config.JupyterHub.get("hub_connect_url", "http://hub:8081"))
+
+
 def loopback_row_open(hub_config, docs, found):
-    """The culler reaches the hub at JupyterHub.hub_connect_url: over loopback (no policy
-    sees it), or else through the Service, i.e. from the hub's pod to the hub's pod."""
-    url = urlparse(hub_config.JupyterHub.get("hub_connect_url", "http://hub:8081"))
+    """The culler reaches the hub over loopback (no policy sees it), or else through the
+    Service, i.e. from the hub's pod to the hub's pod."""
+    url = culler_url(hub_config)
     if url.hostname in LOOPBACK:
         return True
     [hub] = found["hub"]
@@ -238,10 +256,10 @@ def evaluate(docs, hub_config, case, user_labels, user_port, template_defaults, 
     found = endpoints(docs, hub_config, case, user_labels, user_port, template_defaults)
     problems = []
     for row in paths["needed"]:
-        if applies(row, case):
+        if applies(row, case, template_defaults):
             problems += row_problems(row, docs, found, hub_config, want_open=True)
     for row in paths["closed"]:
-        if applies(row, case):
+        if applies(row, case, template_defaults):
             problems += row_problems(row, docs, found, hub_config, want_open=False)
     return problems
 

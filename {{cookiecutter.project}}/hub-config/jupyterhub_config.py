@@ -1,12 +1,15 @@
-"""JupyterHub configuration: the hub and its proxy in one pod; users get pods from KubeSpawner.
+"""JupyterHub configuration: the hub and its proxy; users get pods from KubeSpawner.
 
-Inside the hub container:
+proxy=in-hub, inside the hub container:
 
     Ingress --> :PROXY_PUBLIC_PORT configurable-http-proxy (started by the hub, a child process)
                   |  /hub/...    --> 127.0.0.1:HUB_PORT  the hub (loopback: no hairpin through the Service)
                   |  /user/...   --> the user's pod
                   API on 127.0.0.1:PROXY_API_PORT (only the hub talks to it)
     user pods --> hub.<namespace>.svc:HUB_PORT  the hub API, through the Service
+
+proxy=separate: the proxy is a Deployment of its own (k8s/components/separate-proxy), which
+sends /hub/ to the hub's Service; the hub changes its routes through the proxy's Service.
 
 How users log in is configured in authenticator_config.py, loaded at the end.
 What both files share is in hub_helpers.py, which lies next to them.
@@ -29,6 +32,9 @@ STORAGE_CLASS = {{ cookiecutter.storage_class | tojson }}  # empty: the cluster'
 IMAGE_PULL_SECRET = {{ cookiecutter.__image_pull_secret | tojson }}  # empty: public images
 IDLE_CULLING = {{ "True" if cookiecutter.idle_culling == "yes" else "False" }}
 IDLE_TIMEOUT_SECONDS = {{ cookiecutter.idle_timeout | int }}
+# Whether the hub starts the proxy in its own container ("in-hub") or a Deployment of its
+# own runs it ("separate", k8s/components/separate-proxy).
+PROXY = {{ cookiecutter.proxy | tojson }}
 
 # The ports: the hub API's, the proxy's public one (both declared in
 # k8s/base/hub-deployment.yaml, which names them hub and http), and the proxy's API,
@@ -59,32 +65,52 @@ USER_OBJECT_PREFIX = os.environ.get("HUB_USER_OBJECT_PREFIX")
 if USER_OBJECT_PREFIX is None:
     sys.exit("HUB_USER_OBJECT_PREFIX is not set: each overlay sets it in its Deployment (it may be empty)")
 
-# Where the proxy's pid file goes: set by the Deployment, next to the volume it is on.
-PROXY_PID_FILE = require_env(
-    "JUPYTERHUB_PROXY_PID_FILE", "the Deployment sets it to a path in the pod's emptyDir"
-)
-
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
 # INFO unless the Deployment says otherwise (the development overlay asks for DEBUG).
 c.Application.log_level = os.environ.get("JUPYTERHUB_LOG_LEVEL", "INFO")
 
-# --- The proxy, started and stopped by the hub ------------------------------------
-c.JupyterHub.bind_url = f"http://:{PROXY_PUBLIC_PORT}"  # the public port, all interfaces
-c.ConfigurableHTTPProxy.should_start = True
-c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"  # loopback only
-# The proxy's pid file, in the pod's emptyDir (hub-deployment.yaml says where).
-# The proxy is this container's child and dies with it, so a pid file found at
-# start is always stale (the emptyDir outlives container restarts) and JupyterHub
-# would signal whatever process has that pid now: remove it. Only this path is
-# touched: loading this file anywhere else leaves that machine's files alone.
-Path(PROXY_PID_FILE).unlink(missing_ok=True)
-c.ConfigurableHTTPProxy.pid_file = PROXY_PID_FILE
+if PROXY == "in-hub":
+    # --- The proxy, started and stopped by the hub --------------------------------
+    # Where the proxy's pid file goes: set by the Deployment, next to the volume it is on.
+    PROXY_PID_FILE = require_env(
+        "JUPYTERHUB_PROXY_PID_FILE", "the Deployment sets it to a path in the pod's emptyDir"
+    )
+    c.JupyterHub.bind_url = f"http://:{PROXY_PUBLIC_PORT}"  # the public port, all interfaces
+    c.ConfigurableHTTPProxy.should_start = True
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"  # loopback only
+    # The proxy's pid file, in the pod's emptyDir (hub-deployment.yaml says where).
+    # The proxy is this container's child and dies with it, so a pid file found at
+    # start is always stale (the emptyDir outlives container restarts) and JupyterHub
+    # would signal whatever process has that pid now: remove it. Only this path is
+    # touched: loading this file anywhere else leaves that machine's files alone.
+    Path(PROXY_PID_FILE).unlink(missing_ok=True)
+    c.ConfigurableHTTPProxy.pid_file = PROXY_PID_FILE
+    # The proxy reaches the hub over loopback, in the same container.
+    c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{HUB_PORT}"
+else:
+    # --- The proxy, in a Deployment of its own ------------------------------------
+    # The hub neither starts nor stops it: it keeps users connected while the hub restarts,
+    # and the hub puts its routes back (and adds any it lost) when it starts.
+    PROXY_SERVICE_NAME = require_env(
+        "PROXY_SERVICE_NAME", "each overlay's kustomization copies the proxy Service's name into the Deployment"
+    )
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = f"http://{PROXY_SERVICE_NAME}.{NAMESPACE}.svc:{PROXY_API_PORT}"
+    # The proxy's token, which the proxy's Deployment takes from the same Secret.
+    c.ConfigurableHTTPProxy.auth_token = require_env(
+        "CONFIGPROXY_AUTH_TOKEN", "the hub's Secret holds it (README.md, Secrets); the proxy reads the same key"
+    )
+    # The proxy sends /hub/ to the hub's Service (it is in another pod).
+    c.JupyterHub.hub_connect_url = f"http://{HUB_SERVICE_NAME}.{NAMESPACE}.svc:{HUB_PORT}"
+    # How often the hub compares the proxy's routes with its own: a restarted proxy (new
+    # image, node drained) has none, and gets them back within this many seconds (Zero to
+    # JupyterHub's value; JupyterHub's default is 300).
+    c.JupyterHub.last_activity_interval = 60
 
 # --- The hub -------------------------------------------------------------------------
-# Listen on all interfaces (user pods come in through the Service), but tell the
-# proxy (and hub-managed services such as the idle culler) to use loopback.
+# Listen on all interfaces: user pods (and, with proxy=separate, the proxy) come in
+# through the Service.
 c.JupyterHub.hub_bind_url = f"http://:{HUB_PORT}"
-c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{HUB_PORT}"
 c.JupyterHub.db_url = f"sqlite:///{STATE_DIR / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(STATE_DIR / "jupyterhub_cookie_secret")
 # A hub restart (new image, new config) leaves running user servers alone.
@@ -124,7 +150,11 @@ c.KubeSpawner.container_security_context = {
 # User pods get no Kubernetes API token: they have no business with the API.
 c.KubeSpawner.automount_service_account_token = False
 
-if USER_STORAGE:
+if not USER_STORAGE:
+    # No claims: deleting a user must not delete one either (KubeSpawner would try claim-<user>,
+    # which the Role does not allow, and which may be another hub's in this namespace).
+    c.KubeSpawner.delete_pvc = False
+else:
     # One PersistentVolumeClaim per user, created by KubeSpawner, mounted as home.
     c.KubeSpawner.storage_pvc_ensure = True
     # Pinned (KubeSpawner 7's default, written out): were a KubeSpawner upgrade to change
@@ -147,6 +177,8 @@ if IDLE_CULLING:
                 "-m",
                 "jupyterhub_idle_culler",
                 f"--timeout={IDLE_TIMEOUT_SECONDS}",
+                # In this container: over loopback, not through the hub's Service.
+                f"--url=http://127.0.0.1:{HUB_PORT}/hub/api",
             ],
         }
     ]
