@@ -252,6 +252,55 @@ def check_username(value):
     return None
 
 
+# Names people write when they have not chosen one: the template's default ("admin") and
+# the usual stand-ins. The one list of them (README.md, "Variables", points here).
+PLACEHOLDER_ADMIN_USERS = (
+    "admin",
+    "administrator",
+    "root",
+    "user",
+    "username",
+    "test",
+    "example",
+    "changeme",
+    "change-me",
+    "your-login",
+    "your-username",
+    "your-github-login",
+)
+
+
+def check_admin_user(value, authenticator, give):
+    """The admin of a hub whose user names come from outside it (a GitHub login, an
+    identity provider's account) must be a person the deployer names: whoever owns a
+    placeholder such as "admin" there would log in as the hub's admin and could run code
+    as any user. give: what to give instead (the authenticator's external_user_names),
+    or None where the hub names its users itself, and any valid name will do."""
+    if give is None or not isinstance(value, str):
+        return None
+    if value.strip() == "":
+        return (
+            f"must be given with authenticator={authenticator}, whose user names come from outside the hub:"
+            f" give {give}"
+        )
+    if value in PLACEHOLDER_ADMIN_USERS:
+        return (
+            f"is a placeholder, and with authenticator={authenticator} user names come from outside the hub:"
+            f" whoever owns that name there would be the hub's admin; give {give}"
+        )
+    return None
+
+
+def external_user_names(context):
+    """{authenticator: what to give as admin_user}, for the authenticators whose user names
+    come from outside the hub: cookiecutter.json's _external_user_names, which repeats each
+    folder's authenticator.yaml (under cruft the hooks cannot see the folders;
+    tests/test_authenticators.py checks that the two agree). Empty if the answers lack it
+    (a replay file of an older template): the rule then stays silent, as it was."""
+    names = context.get("_external_user_names")
+    return names if isinstance(names, dict) else {}
+
+
 def check_https_url(value):
     if not (value.isascii() and value.isprintable()):
         return "must be printable ASCII: percent-encode anything else"
@@ -345,10 +394,19 @@ PAIR_RULES = [
 ]
 
 
+def rules_with_context(context):
+    """Rules of a variable that depend on other answers, as {variable: check(value)}: they
+    speak before the variable's own rule, being the more precise about what to give."""
+    authenticator = context.get("authenticator")
+    give = external_user_names(context).get(authenticator) if isinstance(authenticator, str) else None
+    return {"admin_user": lambda value: check_admin_user(value, authenticator, give)}
+
+
 def problems(context):
     """One line per problem: the variable, its value (JSON-quoted, so on one line) and the rule."""
     lines = []
     allowed = choices(context)
+    first = rules_with_context(context)
     for name, rule in list(RULES.items()) + [(n, None) for n in allowed]:
         if name not in context:
             continue
@@ -362,7 +420,7 @@ def problems(context):
         elif rule is None:
             problem = check_choice(allowed[name], value)
         else:
-            problem = rule(value)
+            problem = (first[name](value) if name in first else None) or rule(value)
         if problem:
             lines.append(f"{name}={json.dumps(value, ensure_ascii=True)} {problem}")
     reported = {line.split("=", 1)[0] for line in lines}

@@ -24,7 +24,7 @@ from conftest import (
     run_cookiecutter,
 )
 from support import fast_yaml, hook_runner, jinja_memo
-from support.bakery import hermetic_env
+from support.bakery import hermetic_env, with_named_admin
 
 # Jinja that survived rendering: an expression, a statement or a comment
 # (`${{ ... }}` is a GitHub Actions expression, meant to be there).
@@ -220,7 +220,7 @@ def digest_tree(project):
 @pytest.mark.parametrize("authenticator", TEMPLATE["authenticator"])
 def test_same_context_bakes_identical_bytes(cookies, authenticator):
     """cruft update regenerates old and new template versions and diffs them."""
-    context = {"authenticator": authenticator, "namespace": "lab-ns-1", "ingress_domain": "apps.example.org"}
+    context = with_named_admin({"authenticator": authenticator, "namespace": "lab-ns-1", "ingress_domain": "apps.example.org"})
     first = cookies.bake(extra_context=context, template=str(clean_template()))
     second = cookies.bake(extra_context=context, template=str(clean_template()))
     assert first.exit_code == second.exit_code == 0

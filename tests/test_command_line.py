@@ -23,7 +23,7 @@ import yaml
 
 from conftest import ROOT, TEMPLATE, run_cookiecutter, run_cookiecutter_in_process
 from support import hook_runner
-from support.bakery import hermetic_env
+from support.bakery import hermetic_env, with_named_admin
 
 # A valid value other than the default for each variable that is not a choice, and the
 # options it needs to matter (a setting only one option uses is compared with that option on).
@@ -80,7 +80,7 @@ def bake(settings, capfd):
     (out / "home").mkdir()
     env = hermetic_env(out)  # TMPDIR too: what cookiecutter leaves behind goes with out
     env.update(HOME=str(out / "home"))
-    args = [f"{k}={v}" for k, v in settings.items()]
+    args = [f"{k}={v}" for k, v in with_named_admin(settings).items()]
     with hook_runner.in_process_hooks():
         result = run_cookiecutter_in_process("-o", str(out / "o"), *args, cwd=out, env=env, capfd=capfd)
     assert result.returncode == 0, f"{args}: {result.stderr}"

@@ -29,6 +29,7 @@ FOLDER = {
     "authenticator.yaml": f"""\
 # The demo authenticator (tests/test_contributing.py).
 label: "{LABEL}"
+external_user_names: false
 generated_secrets:
   DEMO_PASSWORD: 16
 next_step: >-

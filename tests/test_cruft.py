@@ -58,6 +58,31 @@ def test_cruft_update_applies_template_changes_and_keeps_secrets(tmp_path, authe
     assert set(changed) - {"M"} == {".cruft.json", "Dockerfile"}
 
 
+def test_cruft_create_refuses_a_placeholder_admin_with_github(tmp_path):
+    """cruft gives the hooks no template directory, so the pre_gen hook cannot read the
+    authenticators' folders: the admin rule reads cookiecutter.json's _external_user_names,
+    which cruft hands over like any answer, and refuses "admin" there too."""
+    git = need_tool("git")
+    cruft = str(Path(sys.executable).parent / "cruft")
+    template = tmp_path / "template"
+    shutil.copytree(clean_template(), template)
+    run(git, "init", "-q", cwd=template)
+    run(git, "add", "-A", cwd=template)
+    run(git, "commit", "-qm", "v1", cwd=template)
+    out = tmp_path / "out"
+    out.mkdir()
+    refused = subprocess.run(
+        [cruft, "create", "--no-input", "--extra-context", '{"authenticator": "github"}', str(template)],
+        cwd=out, env={**os.environ, **GIT_ENV}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert 'error: admin_user="admin" is a placeholder, and with authenticator=github' in refused.stderr, refused.stderr
+    assert list(out.iterdir()) == []
+    context = '{"authenticator": "github", "admin_user": "ada-lovelace"}'
+    run(cruft, "create", "--no-input", "--extra-context", context, str(template), cwd=out)
+    assert 'ADMIN_USER = "ada-lovelace"' in (out / "jupyterhub-deploy/hub-config/jupyterhub_config.py").read_text()
+
+
 # --- A project generated before the overlays became separate hubs keeps its users' volumes ------
 
 DEVELOPMENT_KUSTOMIZATION = "{{cookiecutter.project}}/k8s/overlays/development/kustomization.yaml"

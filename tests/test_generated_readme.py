@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from conftest import kustomize
+from support.bakery import NAMED_ADMIN
 
 
 def test_workflow_commands_carry_the_real_values(bake):
@@ -33,8 +34,11 @@ def test_log_in_section_matches_the_authenticator(bake, authenticator):
     expected = {
         "dummy": ["JUPYTERHUB_USER_PASSWORD", "JUPYTERHUB_ADMIN_PASSWORD", "/hub/login"],
         "native": ["/hub/signup", "/hub/authorize", "`admin`", "JUPYTERHUB_ADMIN_PASSWORD", "/hub/login"],
-        "github": ["Sign in with GitHub", "GITHUB_ALLOWED_ORGANIZATIONS"],
-        "generic-oauth": ["Sign in with your identity provider", "openid-connect/auth", "OAUTH_ALLOW_ALL"],
+        # The admin the bake named, and why it had to be named.
+        "github": ["Sign in with GitHub", "GITHUB_ALLOWED_ORGANIZATIONS", f"GitHub user\n`{NAMED_ADMIN}`",
+                   "whoever owns that login is the hub's admin"],  # fmt: skip
+        "generic-oauth": ["Sign in with your identity provider", "openid-connect/auth", "OAUTH_ALLOW_ALL",
+                          f"is `{NAMED_ADMIN}`", "whoever holds that name there is the hub's admin"],  # fmt: skip
         "tmp": ["no login"],
     }[authenticator]
     for text in expected:

@@ -246,6 +246,100 @@ def test_authenticator_must_name_a_folder_of_the_template():
     ]
 
 
+# --- The admin is chosen, not defaulted ---------------------------------------------
+
+GIVE_GITHUB = TEMPLATE_JSON["_external_user_names"]["github"]
+
+
+def test_admin_rule_refuses_placeholders_where_user_names_come_from_outside():
+    for value in rules.PLACEHOLDER_ADMIN_USERS:
+        problem = rules.check_admin_user(value, "github", GIVE_GITHUB)
+        assert problem == (
+            "is a placeholder, and with authenticator=github user names come from outside the hub:"
+            " whoever owns that name there would be the hub's admin; give the GitHub login of the person deploying"
+        ), value
+    for value in ("", " "):
+        assert rules.check_admin_user(value, "github", GIVE_GITHUB) == (
+            "must be given with authenticator=github, whose user names come from outside the hub:"
+            " give the GitHub login of the person deploying"
+        )
+    for value in ("ada-lovelace", "admin2", "octo.cat", "x"):
+        assert rules.check_admin_user(value, "github", GIVE_GITHUB) is None, value
+
+
+def test_admin_rule_leaves_local_user_names_alone():
+    """dummy, native, tmp: the hub makes its user names, so "admin" is nobody else's."""
+    for value in ("admin", "root", "user", ""):
+        assert rules.check_admin_user(value, "dummy", None) is None
+
+
+def test_placeholders_are_names_the_hub_would_accept():
+    """Each entry of the list is a valid user name (else the username rule refuses it already,
+    without saying what to give), and the template's default is one of them."""
+    assert TEMPLATE_JSON["admin_user"] in rules.PLACEHOLDER_ADMIN_USERS
+    assert [v for v in rules.PLACEHOLDER_ADMIN_USERS if rules.check_username(v)] == []
+
+
+@pytest.mark.parametrize("authenticator", sorted(TEMPLATE_JSON["_external_user_names"]))
+def test_the_default_admin_is_refused_for_every_authenticator_with_outside_user_names(authenticator):
+    lines = rules.problems(answers(authenticator=authenticator))
+    give = TEMPLATE_JSON["_external_user_names"][authenticator]
+    assert lines == [
+        f'admin_user="admin" is a placeholder, and with authenticator={authenticator} user names come from outside'
+        f" the hub: whoever owns that name there would be the hub's admin; give {give}"
+    ]
+    assert rules.problems(answers(authenticator=authenticator, admin_user="ada-lovelace")) == []
+    # Empty: one line, the one that says what to give (not also the user-name rule's).
+    [line] = rules.problems(answers(authenticator=authenticator, admin_user=""))
+    assert line.startswith(f'admin_user="" must be given with authenticator={authenticator}'), line
+
+
+@pytest.mark.parametrize("authenticator", [a for a in TEMPLATE_JSON["authenticator"] if a not in TEMPLATE_JSON["_external_user_names"]])
+def test_the_default_admin_stays_for_authenticators_with_local_user_names(authenticator):
+    assert rules.problems(answers(authenticator=authenticator)) == []
+    assert rules.problems(answers(authenticator=authenticator, admin_user="root")) == []
+
+
+def test_admin_rule_reads_its_authenticators_from_the_answers():
+    """The authenticators come from cookiecutter.json's _external_user_names (the data, not a
+    list in the hook): another template's answers may name others."""
+    context = answers(authenticator="dummy", _external_user_names={"dummy": "a name of your choice"})
+    assert rules.problems(context) == [
+        'admin_user="admin" is a placeholder, and with authenticator=dummy user names come from outside the hub:'
+        " whoever owns that name there would be the hub's admin; give a name of your choice"
+    ]
+    assert rules.problems(answers(authenticator="github", _external_user_names={})) == []
+
+
+@pytest.mark.parametrize(
+    "answers_given, line",
+    [
+        (["authenticator=github"], 'error: admin_user="admin" is a placeholder, and with authenticator=github'),
+        (["authenticator=generic-oauth", "admin_user=root"], 'error: admin_user="root" is a placeholder, and with authenticator=generic-oauth'),
+        (["authenticator=github", "admin_user="], 'error: admin_user="" must be given with authenticator=github'),
+    ],
+    ids=["github-default", "generic-oauth-root", "github-empty"],
+)
+def test_a_placeholder_admin_stops_the_run_with_one_line(tmp_path, answers_given, line):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cookiecutter("-o", str(out), *answers_given, cwd=tmp_path, env=clean_env(tmp_path))
+    assert result.returncode != 0
+    errors = [e for e in result.stderr.splitlines() if e.startswith("error: ")]
+    assert len(errors) == 2 and errors[0].startswith(line), result.stderr
+    assert errors[1] == "error: nothing was generated (1 problem(s) above)"
+    assert list(out.iterdir()) == []
+    # The way back names the variable to fix.
+    assert "# fix: admin_user" in result.stderr
+
+
+def test_a_named_admin_generates_with_github(tmp_path):
+    result = run_cookiecutter("authenticator=github", "admin_user=ada-lovelace", cwd=tmp_path, env=clean_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    config = read(tmp_path / "jupyterhub-deploy", "hub-config/jupyterhub_config.py")
+    assert 'ADMIN_USER = "ada-lovelace"' in config
+
+
 # --- pre_prompt: the defaults -------------------------------------------------------
 
 def test_defaults_from_environment_pure():

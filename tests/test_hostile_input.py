@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import OVERLAYS, ROOT, kustomize, need_tool, run_cookiecutter, run_cookiecutter_in_process
-from support.bakery import copy_template, hermetic_env
+from support.bakery import NAMED_ADMIN, copy_template, hermetic_env
 
 
 def load_hook(name):
@@ -74,7 +74,7 @@ GOOD = {
     "__development_hostname": ["dev-hub.apps.example.org", "hub-dev.example.org", "x" * 63 + ".example.net"],
     "registry": ["registry.example.org:5000/team", "localhost:5000", "10.0.0.5:5000", "[fd00::1]:5000", "ghcr.io/x"],
     "image_name": ["jupyterhub", "team/hub", "a__b.c-d"],
-    "admin_user": ["admin", "a.b-c_d", "x"],
+    "admin_user": [NAMED_ADMIN, "a.b-c_d", "x"],  # not "admin": a placeholder with ALL_ON's generic-oauth
     "__oauth_authorize_url": ["https://auth.example.org/realms/x/protocol/openid-connect/auth"],
     "__oauth_token_url": ["https://idp.example.org:8443/oauth2/token?x=1"],
     "__oauth_userdata_url": ["https://auth.example.org/userinfo"],
@@ -155,9 +155,11 @@ def values_for(name):
 
 # --- Running cookiecutter -----------------------------------------------------------------
 
-# Every validated variable in use: these choices switch on the ones that are optional.
+# Every validated variable in use: these choices switch on the ones that are optional
+# (generic-oauth's user names come from outside the hub: it needs an admin named).
 ALL_ON = [
     "authenticator=generic-oauth",
+    f"admin_user={NAMED_ADMIN}",
     "tls=yes",
     "user_storage=yes",
     "kaniko_credentials=secret",

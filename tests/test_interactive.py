@@ -19,6 +19,7 @@ import pexpect
 import pytest
 
 from conftest import ROOT, TEMPLATE, clean_template
+from support.bakery import EXTERNAL_USER_NAMES, NAMED_ADMIN
 from support.reading import reading_stdin, signal_state, wait_until_reading_stdin
 
 COOKIECUTTER = str(Path(sys.executable).parent / "cookiecutter")
@@ -180,6 +181,8 @@ def test_every_option_of_every_choice_generates(tmp_path, option):
             assert count == len(TEMPLATE[name])
             picked[name] = TEMPLATE[name][min(option, count) - 1]
             term.answer(str(min(option, count)))
+        elif name == "admin_user" and picked.get("authenticator") in EXTERNAL_USER_NAMES:
+            term.answer(NAMED_ADMIN)  # user names from outside the hub: "admin" is refused
         else:
             term.answer()
     term.child.close()
@@ -249,6 +252,44 @@ def test_bad_answer_one_line_nothing_written_and_the_retry_command_works(tmp_pat
     project = term.out / "jupyterhub-deploy"
     assert 'namespace: "lab-ns-1"' in (project / "k8s/overlays/development/kustomization.yaml").read_text()
     assert '- host: "lab-ns-1-jupyterhub.127.0.0.1.nip.io"' in (project / "k8s/base/hub-ingress.yaml").read_text()
+
+
+def test_github_with_the_default_admin_is_refused_in_one_line_and_nothing_is_written(tmp_path):
+    """Users of github log in with their GitHub login: Enter at the admin's question (the
+    default, "admin") would make whoever owns the GitHub login "admin" the hub's admin."""
+    term = Terminal(tmp_path)
+    (term.out / "notes.txt").write_text("mine\n")  # the output directory holds something already
+    before = digest_tree(term.out)
+    offered = None
+    while question := term.question():
+        name = name_of(question[2])
+        if name == "authenticator":
+            offered = [line.split(" - ", 1)[1].split(":", 1)[0] for line in re.findall(r"\d+ - [^\r\n]+", plain(question[2]))]
+            term.answer(str(offered.index("github") + 1))
+        else:
+            term.answer()  # Enter: admin_user stays "admin"
+    term.child.close()
+    text = term.text()
+    assert offered and term.child.exitstatus != 0, text
+    ours = text.split("ERROR: Stopping generation")[0]  # cookiecutter's own traceback follows
+    assert "Traceback" not in ours, text
+    errors = [line for line in ours.splitlines() if re.match(r"error: \w+=", line)]
+    assert errors == [
+        'error: admin_user="admin" is a placeholder, and with authenticator=github user names come from outside the hub:'
+        " whoever owns that name there would be the hub's admin; give the GitHub login of the person deploying"
+    ], ours
+    assert digest_tree(term.out) == before and sorted(p.name for p in term.out.iterdir()) == ["notes.txt"]
+
+    # The retry command, with the admin named, generates the project.
+    command = re.search(r"^  (cookiecutter --no-input .*)$", ours, re.MULTILINE).group(1)
+    assert command.endswith("  # fix: admin_user"), command
+    words = shlex.split(command, comments=True)
+    assert "authenticator=github" in words and words[-1] == "admin_user=admin"
+    words = [COOKIECUTTER] + words[1:-1] + ["admin_user=ada-lovelace"]
+    result = subprocess.run(words, cwd=term.out, env=term.env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = (term.out / "jupyterhub-deploy/hub-config/jupyterhub_config.py").read_text()
+    assert 'ADMIN_USER = "ada-lovelace"' in config
 
 
 @pytest.mark.parametrize("at", ["namespace", "authenticator"])

@@ -31,6 +31,20 @@ from support.hook_runner import in_process_hooks
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_VARIABLE = "TEMPLATE_TESTS_SHARED"
 
+# The admin the tests name where the template wants one named: with an authenticator whose
+# user names come from outside the hub (cookiecutter.json's _external_user_names), the
+# pre_gen hook refuses the default, "admin", and other placeholders.
+NAMED_ADMIN = "ada-lovelace"
+EXTERNAL_USER_NAMES = json.loads((ROOT / "cookiecutter.json").read_text(encoding="utf-8"))["_external_user_names"]
+
+
+def with_named_admin(answers):
+    """The answers, with admin_user=NAMED_ADMIN where the authenticator's user names come
+    from outside the hub and the answers name no admin; else the answers as they are."""
+    if answers.get("authenticator") in EXTERNAL_USER_NAMES and "admin_user" not in answers:
+        return {**answers, "admin_user": NAMED_ADMIN}
+    return answers
+
 
 def copy_template(dest):
     """The template's own files, without .venv, .git or caches."""
@@ -158,7 +172,8 @@ class Bakery:
         return out / (out / "done").read_text()
 
     def bake_into(self, output_dir, context):
-        """cookiecutter with these answers, the hooks in this process (support/hook_runner.py)."""
+        """cookiecutter with these answers (an admin named where the authenticator needs one:
+        with_named_admin), the hooks in this process (support/hook_runner.py)."""
         from cookiecutter.main import cookiecutter
 
         # Hook scripts are rendered into, and left in, the temp dir.
@@ -166,7 +181,7 @@ class Bakery:
             return cookiecutter(
                 str(self.template),
                 no_input=True,
-                extra_context=context,
+                extra_context=with_named_admin(context),
                 output_dir=str(output_dir),
                 config_file=str(self.config),
             )
