@@ -31,7 +31,9 @@ do not; without it, no membership lets anyone in. generic-oauth: OAUTH_ALLOW_ALL
 everyone in; `false`, an empty value and a value that is not `true` do not (and the
 documented value is the only one of many that the config reads as true). Faults planted in
 the generated authenticator_config.py (every account allowed, OAUTH_ALLOW_ALL read loosely,
-the admin's additions ignored) change who gets in, and the same checks see it.
+the admin's additions ignored) change who gets in, and the same checks see it. And the
+provider refuses what a real one refuses (a wrong secret, a replayed code, a PKCE verifier
+that does not match), so that the hub's side of the flow is checked too.
 """
 
 import contextlib
@@ -376,3 +378,79 @@ def test_login_checks_catch_planted_faults(bake, tmp_path, fault):
         outcomes = who_gets_in(hub, provider)
     changed = {step: outcome for step, outcome in outcomes.items() if ONLY_THE_ADMINS_CHOICE[step] != outcome}
     assert changed == differs, f"{fault}: {outcomes}"
+
+
+# --- The provider's own negative controls -------------------------------------------------
+
+
+def test_the_fake_provider_refuses_what_a_provider_refuses(tmp_path):
+    """The provider the tests above log in at is as strict as a real one, so that a hub that
+    sent the wrong secret, lost the PKCE verifier or replayed a code would fail there: each
+    departure from the flow is refused, and the flow itself succeeds (the control)."""
+    from hubrunner import free_port
+    from support.fake_oauth_provider import pkce_challenge
+
+    callback = "http://hub.example.org/hub/oauth_callback"
+    verifier = "a-code-verifier-of-the-hub-that-is-long-enough-0123456789"
+    with FakeOAuthProvider("127.0.0.1", tmp_path, "client", "secret", [callback], port=free_port()) as provider:
+        provider.add_user("alice", ["our-org"])
+        trust = str(provider.ca_file)
+        browser = requests.Session()
+
+        def authorize(**changes):
+            query = dict(client_id="client", redirect_uri=callback, response_type="code", state="s",
+                         code_challenge=pkce_challenge(verifier), code_challenge_method="S256", scope="openid")  # fmt: skip
+            query.update(changes)
+            resp = browser.get(f"{provider.url}/oauth2/authorize", params=query, verify=trust, allow_redirects=False, timeout=10)
+            if resp.status_code != 302:
+                return resp.status_code, None
+            location = urlsplit(resp.headers["Location"])
+            assert f"{location.scheme}://{location.netloc}{location.path}" == callback, location
+            return 302, dict(pair.split("=", 1) for pair in location.query.split("&"))
+
+        def token(code, **changes):
+            form = dict(grant_type="authorization_code", code=code, redirect_uri=callback, client_id="client",
+                        client_secret="secret", code_verifier=verifier)  # fmt: skip
+            form.update(changes)
+            resp = requests.post(f"{provider.url}/oauth2/token", data=form, verify=trust, timeout=10)
+            return resp.status_code, resp.json()
+
+        assert authorize()[0] == 401, "authorized a browser nobody signed in with"
+        assert browser.post(f"{provider.url}/session", data={"login": "nobody"}, verify=trust, timeout=10).status_code == 401
+        assert browser.post(f"{provider.url}/session", data={"login": "alice"}, verify=trust, timeout=10).status_code == 204
+        assert authorize(client_id="other")[0] == 400
+        assert authorize(redirect_uri="http://evil.example.org/hub/oauth_callback")[0] == 400
+        assert authorize(response_type="token")[0] == 400
+        assert authorize(code_challenge_method="plain")[0] == 400
+
+        refused = {
+            "wrong client secret": dict(client_secret="guess"),
+            "another client": dict(client_id="other"),
+            "another redirect_uri": dict(redirect_uri="http://evil.example.org/hub/oauth_callback"),
+            "wrong PKCE verifier": dict(code_verifier="not-" + verifier),
+            "no PKCE verifier": dict(code_verifier=""),
+            "another grant type": dict(grant_type="password"),
+        }
+        for what, changes in refused.items():
+            status, query = authorize()
+            assert status == 302 and query["state"] == "s", (what, status, query)
+            status, body = token(query["code"], **changes)
+            assert status in (400, 401) and "access_token" not in body, (what, status, body)
+
+        status, query = authorize()
+        status, body = token(query["code"])  # the control: the flow as the hub runs it
+        assert status == 200 and body["token_type"] == "bearer", body
+        assert token(query["code"])[0] == 400, "a code was exchanged twice"
+
+        def get(path, access_token):
+            headers = {"Authorization": f"Bearer {access_token}"}
+            return requests.get(f"{provider.url}{path}", headers=headers, verify=trust, timeout=10)
+
+        assert get("/oauth2/userinfo", body["access_token"]).json()["preferred_username"] == "alice"
+        assert get("/api/v3/user", body["access_token"]).json()["login"] == "alice"
+        assert get("/oauth2/userinfo", "not-a-token").status_code == 401
+        assert get("/api/v3/orgs/our-org/members/alice", body["access_token"]).status_code == 204
+        assert get("/api/v3/orgs/other-org/members/alice", body["access_token"]).status_code == 404
+        assert get("/api/v3/orgs/our-org/members/alice", "not-a-token").status_code == 401
+        assert get("/api/v3/users/alice", body["access_token"]).status_code == 404
+        assert [r["path"] for r in provider.asked("unknown")] == ["/api/v3/users/alice"]
