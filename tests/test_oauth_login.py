@@ -29,7 +29,9 @@ hub does not is refused, after the hub has read who they are. github: with
 GITHUB_ALLOWED_ORGANIZATIONS, members of those organizations get in and members of others
 do not; without it, no membership lets anyone in. generic-oauth: OAUTH_ALLOW_ALL=true lets
 everyone in; `false`, an empty value and a value that is not `true` do not (and the
-documented value is the only one of many that the config reads as true). Faults planted in
+documented value is the only one of many that the config reads as true). As README-login
+says, who got in once (by a membership, or while OAUTH_ALLOW_ALL was true) stays a user
+after leaving the organization or after OAUTH_ALLOW_ALL=false, until the admin deletes them. Faults planted in
 the generated authenticator_config.py (every account allowed, OAUTH_ALLOW_ALL read loosely,
 the admin's additions ignored) change who gets in, and the same checks see it. And the
 provider refuses what a real one refuses (a wrong secret, a replayed code, a PKCE verifier
@@ -58,6 +60,7 @@ from hubrunner import (
     local_environment,
     pod_environment,
     render,
+    with_secrets,
 )
 from journey import api
 from support.fake_oauth_provider import FakeOAuthProvider
@@ -229,6 +232,14 @@ def admin_adds(hub, admin, name):
     assert resp.status_code == 201, f"adding {name}: {resp.status_code} {resp.text[:300]}"
 
 
+def admin_deletes(hub, admin, name):
+    """The admin deletes a user, as the admin page does (DELETE /hub/api/users/<name>)."""
+    page = admin.get(f"{hub.url}/hub/admin", timeout=10)
+    assert page.status_code == 200, f"/hub/admin as the admin: {page.status_code}"
+    resp = api(admin, hub, "DELETE", f"/users/{name}")
+    assert resp.status_code == 204, f"deleting {name}: {resp.status_code} {resp.text[:300]}"
+
+
 def who_gets_in(hub, provider, others=()):
     """Logins in this order: a stranger, ADDED before anyone added her, the admin (who then
     adds ADDED), ADDED, then others. {step: "admin" | "user" | "refused"}."""
@@ -287,27 +298,47 @@ def test_github_lets_in_members_of_the_allowed_organizations(bake, tmp_path):
         location = requests.get(f"{hub.url}/hub/oauth_login", timeout=10, allow_redirects=False).headers["Location"]
         assert re.search(r"[?&]scope=read%3Aorg(&|$)", location), location
 
+        # README-login: who got in by a membership stays a user after leaving the
+        # organization, until the admin deletes them.
+        provider.leave_organization("ourmember", "our-org")
+        assert oauth_login(hub, provider, "ourmember")[0] == "user", "leaving the organization locked the user out"
+        admin_deletes(hub, oauth_login(hub, provider, ADMIN)[1], "ourmember")
+        assert oauth_login(hub, provider, "ourmember")[0] == "refused", "a deleted former member got in again"
+
 
 # --- generic-oauth ----------------------------------------------------------------------
 
 # OAUTH_ALLOW_ALL in the Secret -> who gets in. `true` is what README-secrets and
 # hub-secrets.env.example document; `false` is the example's value.
-ALLOW_ALL = {
-    "true": EVERYONE,
-    "false": ONLY_THE_ADMINS_CHOICE,
-    "": ONLY_THE_ADMINS_CHOICE,
-    "yes-please": ONLY_THE_ADMINS_CHOICE,
-}
+NOT_TRUE_IN_A_HUB = ["false", "", "yes-please"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("allow_all", list(ALLOW_ALL))
-def test_generic_oauth_lets_in_whom_oauth_allow_all_says(bake, tmp_path, allow_all):
-    """OAUTH_ALLOW_ALL=true: everyone the provider authenticates gets in (the admin still
-    as the admin). Any other value: the admin and the users the admin adds, nobody else."""
+@pytest.mark.parametrize("allow_all", NOT_TRUE_IN_A_HUB)
+def test_generic_oauth_lets_in_only_the_admins_choice_unless_oauth_allow_all_is_true(bake, tmp_path, allow_all):
+    """OAUTH_ALLOW_ALL not `true` (the example's `false`, empty, something else): the admin
+    and the users the admin adds get in, nobody else."""
     with oauth_hub(bake, tmp_path, "generic-oauth", {"OAUTH_ALLOW_ALL": allow_all}) as (hub, provider):
         outcomes = who_gets_in(hub, provider)
-        assert outcomes == ALLOW_ALL[allow_all], f"who got in: {outcomes}"
+        assert outcomes == ONLY_THE_ADMINS_CHOICE, f"who got in: {outcomes}"
+        assert provider.asked("unknown") == [], provider.asked("unknown")
+
+
+@pytest.mark.slow
+def test_generic_oauth_lets_everyone_in_with_oauth_allow_all_true(bake, tmp_path):
+    """OAUTH_ALLOW_ALL=true: everyone the provider authenticates gets in (the admin still as
+    the admin). Then `false` in the Secret and a rollout restart: a newcomer is refused, and
+    (README-login) who got in meanwhile stays a user until the admin deletes them."""
+    with oauth_hub(bake, tmp_path, "generic-oauth", {"OAUTH_ALLOW_ALL": "true"}) as (hub, provider):
+        outcomes = who_gets_in(hub, provider)
+        assert outcomes == EVERYONE, f"who got in: {outcomes}"
+
+        hub.cluster.apply(with_secrets(hub.objects, dict(CLIENT, OAUTH_ALLOW_ALL="false")))
+        hub.restart()
+        assert oauth_login(hub, provider, "ourmember")[0] == "refused", "a newcomer got in after OAUTH_ALLOW_ALL=false"
+        assert oauth_login(hub, provider, STRANGER)[0] == "user", "OAUTH_ALLOW_ALL=false locked out a user of the hub"
+        admin_deletes(hub, oauth_login(hub, provider, ADMIN)[1], STRANGER)
+        assert oauth_login(hub, provider, STRANGER)[0] == "refused", "a deleted user got in again"
         assert provider.asked("unknown") == [], provider.asked("unknown")
 
 

@@ -139,6 +139,10 @@ class FakeOAuthProvider:
     def add_user(self, login, orgs=()):
         self.users[login] = {"id": 1000 + len(self.users), "orgs": set(orgs)}
 
+    def leave_organization(self, login, org):
+        with self._lock:
+            self.users[login]["orgs"].discard(org)
+
     def asked(self, kind=None, user=None):
         """The recorded requests of one kind of endpoint (authorize, token, userinfo,
         membership, session, unknown), for one user (None: anyone)."""
