@@ -53,6 +53,7 @@ from conftest import need_tool
 from hubrunner import (
     CHP_BIN,
     HubDeployment,
+    free_port,
     hub_container,
     hub_standin_image,
     install_config,
@@ -63,7 +64,7 @@ from hubrunner import (
     with_secrets,
 )
 from journey import api
-from support.fake_oauth_provider import FakeOAuthProvider
+from support.fake_oauth_provider import FakeOAuthProvider, pkce_challenge
 
 ADMIN = "hubadmin"  # not the template's default, so that the test sees it is used
 ADDED = "alice"  # the admin adds her at /hub/admin
@@ -418,9 +419,6 @@ def test_the_fake_provider_refuses_what_a_provider_refuses(tmp_path):
     """The provider the tests above log in at is as strict as a real one, so that a hub that
     sent the wrong secret, lost the PKCE verifier or replayed a code would fail there: each
     departure from the flow is refused, and the flow itself succeeds (the control)."""
-    from hubrunner import free_port
-    from support.fake_oauth_provider import pkce_challenge
-
     callback = "http://hub.example.org/hub/oauth_callback"
     verifier = "a-code-verifier-of-the-hub-that-is-long-enough-0123456789"
     with FakeOAuthProvider("127.0.0.1", tmp_path, "client", "secret", [callback], port=free_port()) as provider:
