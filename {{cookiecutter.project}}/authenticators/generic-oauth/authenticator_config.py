@@ -5,7 +5,9 @@ Register a client with your provider with the callback URL
 and secret come from the Secret `hub-secrets` (OAUTH_CLIENT_ID,
 OAUTH_CLIENT_SECRET), never from this repository.
 Who may log in: the admin, users the admin adds in the admin panel, and everyone
-the provider authenticates if OAUTH_ALLOW_ALL is "true".
+the provider authenticates if OAUTH_ALLOW_ALL is "true". Whoever has logged in once
+stays a user (allow_existing_users), also after OAUTH_ALLOW_ALL is no longer "true",
+until the admin deletes them.
 """
 
 import os

@@ -4,7 +4,9 @@ Create an OAuth app at https://github.com/settings/developers with the callback
 URL <public URL>/hub/oauth_callback (each overlay's host: k8s/overlays/*/); its client ID and secret come from the Secret `hub-secrets`
 (OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET), never from this repository.
 Who may log in: the admin, users the admin adds in the admin panel, and members
-of the organizations listed in GITHUB_ALLOWED_ORGANIZATIONS (comma-separated).
+of the organizations listed in GITHUB_ALLOWED_ORGANIZATIONS (comma-separated). Whoever
+has logged in once stays a user (allow_existing_users), also after leaving the
+organization, until the admin deletes them.
 """
 
 import os
