@@ -31,6 +31,8 @@ DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 USERNAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
+# scripts/smoke-test's own user, blocked from logging in (hub-config/jupyterhub_config.py).
+SMOKE_TEST_USER = "smoke-test"
 
 # The authenticators are not listed here: each is a folder (see authenticators()).
 CHOICES = {
@@ -248,6 +250,11 @@ def check_username(value):
         return (
             "must be a JupyterHub user name: 1 to 64 lower-case letters, digits, '.', '_'"
             " and '-', starting and ending with a letter or digit"
+        )
+    if value == SMOKE_TEST_USER:
+        return (
+            "is the smoke test's own user (scripts/smoke-test), which the hub blocks from logging in:"
+            " choose another name"
         )
     return None
 

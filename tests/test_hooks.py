@@ -165,7 +165,8 @@ BAD = {
         ("quay.io/Jupyter/base-notebook:1", "image reference"),
         ("quay.io:99999/x:1", "registry"),
     ],
-    "check_username": [("", "user name"), ("Admin", "user name"), ("a b", "user name"), ("-a", "user name")],
+    "check_username": [("", "user name"), ("Admin", "user name"), ("a b", "user name"), ("-a", "user name"),
+                       ("smoke-test", "smoke test's own user")],
     "check_https_url": [
         ("http://auth.example.org/x", "https://"),
         ("https://", "https://"),

@@ -10,7 +10,10 @@ Each journey: log in through the real form; start the server as a browser does; 
 answers through the proxy; the pod as the API server received it, and as the node runs
 it; a kernel runs 1+1 over its WebSocket through the proxy; `kubectl rollout restart` of
 the hub (its proxy dies with it) and the server is reached again without a new pod;
-stopping deletes the pod and keeps the claim; scripts/smoke-test passes; the idle culler
+scripts/smoke-test passes while the user's kernel answers 1+1 every 100 ms, and harms
+nobody: the user's pod stays, the kernel misses no answer, and the smoke test's own user,
+pod and claim are gone after it (tmp: its temporary user stays, as it says); stopping
+deletes the pod and keeps the claim; the idle culler
 stops an idle server; the admin deletes the user (and KubeSpawner the claim); and the Role
 is minimal by evidence: the hub was refused nothing, and every verb it grants was used or
 is excused by its comment (support/role_evidence.py). Plus: a Role without `create` on pods
@@ -30,6 +33,7 @@ from conftest import need_tool
 from hubrunner import CHP_BIN, container_path, descendants, hub_deployment, pod_environment, process_environ, process_ids
 from journey import (
     LOGIN,
+    KernelPinger,
     SINGLEUSER_BIN,
     Deployment,
     api,
@@ -167,6 +171,68 @@ def check_proxy_pod(deployment):
     assert hub_token and process_environ(pid)["CONFIGPROXY_AUTH_TOKEN"] == hub_token, "the hub and the proxy do not share the token"
 
 
+SMOKE_USER = "smoke-test"  # the generated scripts/smoke-test's own user
+
+
+def user_pods(cluster, namespace):
+    return {n: p for n, p in cluster.pods(namespace).items() if "hub.jupyter.org/username" in p["metadata"].get("labels", {})}
+
+
+def smoke_test_beside_a_user(deployment, context, session, name, pod_name):
+    """scripts/smoke-test while `name` works in a kernel (1+1 every 100 ms over its WebSocket):
+    it passes; `name`'s server is the same pod, still ready, and its kernel answered every
+    request over one connection; the smoke test's own pod (and claim) came and went, and its
+    user is gone, as its output says (tmp: the temporary user and its claim stay, as it says)."""
+    hub, cluster, namespace = deployment.hub, deployment.cluster, deployment.namespace
+    pod_uid = cluster.pods(namespace)[pod_name]["metadata"]["uid"]
+    pod_pid = cluster.pod_process(namespace, pod_name)
+    pods_created, claims_created = (len(cluster.created_names(r, namespace)) for r in ("pods", "persistentvolumeclaims"))
+    claims_before = set(cluster.claims(namespace))
+    with KernelPinger(session, hub, name) as pinger:
+        result = smoke_test(deployment)
+    output = f"smoke-test:\n{result.stdout}{result.stderr}\n{name}'s kernel meanwhile: {pinger.summary()}"
+    print(f"\n{output}")
+    assert result.returncode == 0, output
+    steps = ["log in", "start server", "server answers", "run 1+1 in a kernel", "stop server", "remove user"]
+    if context["authenticator"] != "tmp":
+        steps.insert(1, "create user")
+    for step in steps:
+        assert f"] {step}: ok" in result.stdout, output
+    assert "= 2" in result.stdout, output
+
+    # The user's server: the same pod and process, ready; the kernel never missed an answer.
+    assert cluster.pods(namespace).get(pod_name, {}).get("metadata", {}).get("uid") == pod_uid, f"{name}'s pod was replaced or deleted\n{output}"
+    assert cluster.pod_process(namespace, pod_name) == pod_pid, f"{name}'s server process changed\n{output}"
+    server = api(session, hub, "GET", f"/users/{name}").json()["servers"].get("")
+    assert server and server["ready"], f"{name}'s server: {server}\n{output}"
+    assert pinger.failed == 0 and pinger.connections == 1, output
+
+    # The smoke test's own server: one new pod, of another user, gone now.
+    new_pods = [n for n in cluster.created_names("pods", namespace)[pods_created:]
+                if "hub.jupyter.org/username" in cluster.received[("pods", namespace, n)]["metadata"].get("labels", {})]
+    assert len(new_pods) == 1 and new_pods[0] != pod_name, (new_pods, output)
+    [smoke_pod] = new_pods
+    smoke_user = cluster.received[("pods", namespace, smoke_pod)]["metadata"]["labels"]["hub.jupyter.org/username"]
+    assert smoke_user != name and smoke_pod not in user_pods(cluster, namespace), (smoke_pod, output)
+    new_claims = cluster.created_names("persistentvolumeclaims", namespace)[claims_created:]
+    assert len(new_claims) == (1 if context["user_storage"] == "yes" else 0), (new_claims, output)
+    if context["authenticator"] == "tmp":
+        # No admin logs in: the new temporary user cannot delete itself; the output says what stays.
+        assert f"left user {smoke_user}" in result.stdout, output
+        assert set(cluster.claims(namespace)) == claims_before | set(new_claims), output
+        return
+    assert smoke_user == SMOKE_USER and smoke_pod in result.stdout, output
+    assert set(cluster.claims(namespace)) == claims_before, f"claims left: {set(cluster.claims(namespace)) - claims_before}\n{output}"
+    assert all(c in result.stdout for c in new_claims), output
+    admin = session if context["authenticator"] == "native" else form_login(hub, ADMIN, deployment.secrets["JUPYTERHUB_ADMIN_PASSWORD"])
+    resp = api(admin, hub, "GET", f"/users/{SMOKE_USER}")
+    assert resp.status_code == 404, f"the user {SMOKE_USER} is left: {resp.status_code} {resp.text[:300]}\n{output}"
+    # Nobody logs in as the smoke test's user (dummy: not even with the shared password).
+    if context["authenticator"] == "dummy":
+        with pytest.raises(AssertionError, match="POST /hub/login as smoke-test: 403"):
+            form_login(hub, SMOKE_USER, deployment.secrets["JUPYTERHUB_USER_PASSWORD"])
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_journey(bake, tools, tmp_path, case, record_property):
     context = CASES[case]
@@ -214,21 +280,19 @@ def test_journey(bake, tools, tmp_path, case, record_property):
             else:
                 assert pinger.failed > 0 and pinger.connections > 1, f"the in-hub proxy outlived the hub? {pinger.summary()}"
 
-            # 5. Stopping deletes the pod; the claim stays.
+            # 5. The generated scripts/smoke-test, as the operator runs it after a deploy or when
+            # users report trouble: while this user works in a kernel. It starts a server of its
+            # own (dummy and native: a user of its own, which it deletes with its claim; tmp: a
+            # new temporary user), and this user's server and kernel never notice.
+            smoke_test_beside_a_user(deployment, context, session, name, pod_name)
+
+            # 6. Stopping deletes the pod; the claim stays.
             stop_server(session, hub, name)
             cluster.wait_for(lambda: pod_name not in cluster.pods(namespace), 60, "the pod going after the stop")
             if context["user_storage"] == "yes":
                 assert claim in cluster.claims(namespace), "the claim went with the pod"
 
-            # The generated scripts/smoke-test, as a user runs it after deploying.
-            # (native: as the admin, with the secrets file's password, like dummy's users)
-            result = smoke_test(deployment)
-            assert result.returncode == 0, f"smoke-test:\n{result.stdout}{result.stderr}"
-            for step in ("log in", "start server", "server answers", "run 1+1 in a kernel", "stop server"):
-                assert f"] {step}: ok" in result.stdout, result.stdout
-            assert "= 2" in result.stdout, result.stdout
-
-            # 6. The idle culler stops an idle server (nobody asks the hub to).
+            # 7. The idle culler stops an idle server (nobody asks the hub to).
             start_server(session, hub, name)
             pod_name = cluster.created_names("pods", namespace)[-1]
             deletes_before = [r for r in cluster.requests if r["verb"] == "delete"]
@@ -243,7 +307,7 @@ def test_journey(bake, tools, tmp_path, case, record_property):
             else:
                 assert not claims, claims
 
-            # 7. The admin deletes the user (the admin panel's "Delete User"); KubeSpawner
+            # 8. The admin deletes the user (the admin panel's "Delete User"); KubeSpawner
             # deletes the claim with it. (native: the user is the admin, who cannot delete
             # itself, and has no claim; tmp: nobody can log in as the admin.)
             if context["authenticator"] == "dummy":
@@ -256,7 +320,7 @@ def test_journey(bake, tools, tmp_path, case, record_property):
                 if context["user_storage"] == "yes":
                     cluster.wait_for(lambda: claim not in cluster.claims(namespace), 60, "the claim going with its user")
 
-            # 8. The Role: sufficient (nothing refused) and minimal by evidence.
+            # 9. The Role: sufficient (nothing refused) and minimal by evidence.
             account = hub_deployment(deployment.objects)["spec"]["template"]["spec"]["serviceAccountName"]
             user = f"system:serviceaccount:{namespace}:{account}"
             rules = deployment.cluster.rules(namespace, account)
@@ -273,7 +337,8 @@ def test_journey(bake, tools, tmp_path, case, record_property):
 
 
 def test_role_is_enforced(bake, tools, tmp_path):
-    """Without `create` on pods in the Role, the spawn fails with a 403, and smoke-test says where."""
+    """Without `create` on pods in the Role, the spawn fails with a 403, and smoke-test says where
+    (and removes the user it created)."""
     project = bake(admin_user=ADMIN, **CASES["dummy"])
     objects = render(project)
     for role in (o for o in objects if o["kind"] == "Role"):
@@ -286,7 +351,11 @@ def test_role_is_enforced(bake, tools, tmp_path):
         assert result.returncode == 1, output
         assert "start server: FAILED" in result.stdout, output
         assert "FAILED at step 'start server'" in result.stderr, output
-        assert "] log in: ok" in result.stdout, output
+        assert "] log in: ok" in result.stdout and "] create user: ok" in result.stdout, output
+        # What it made before the failure, it removes: its user (there is no pod, nor a claim).
+        assert f"clean up: user {SMOKE_USER} deleted" in result.stdout, output
+        admin = form_login(deployment.hub, ADMIN, deployment.secrets["JUPYTERHUB_ADMIN_PASSWORD"])
+        assert api(admin, deployment.hub, "GET", f"/users/{SMOKE_USER}").status_code == 404, output
         refused = [(r["verb"], r["resource"], r["namespace"]) for r in deployment.cluster.refused()]
         assert ("create", "pods", deployment.namespace) in refused, deployment.cluster.log_tail()
         singleuser = [n for n, p in deployment.cluster.pods(deployment.namespace).items() if "hub.jupyter.org/username" in p["metadata"].get("labels", {})]

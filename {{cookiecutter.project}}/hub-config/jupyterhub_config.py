@@ -116,6 +116,12 @@ c.JupyterHub.cookie_secret_file = str(STATE_DIR / "jupyterhub_cookie_secret")
 # A hub restart (new image, new config) leaves running user servers alone.
 c.JupyterHub.cleanup_servers = False
 c.Authenticator.admin_users = {ADMIN_USER}
+# scripts/smoke-test's own user: for each run an admin creates it, with a token, starts its
+# server, and deletes it (and its claim) at the end, so that the smoke test never touches a
+# real user's server. Nobody logs in as it: not an account of that name at an OAuth provider
+# (allow_existing_users would let it in while the user exists), nor anyone with dummy's
+# shared password. The hook refuses it as the admin's name.
+c.Authenticator.blocked_users = {"smoke-test"}
 
 # --- User servers: one pod each, in this namespace ---------------------------------
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
