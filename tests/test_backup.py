@@ -11,13 +11,14 @@ call, so that the test sees the script use kubectl as a real one accepts it.
   while `scripts/hub-db backup` runs: a plain copy of the file taken meanwhile holds the
   uncommitted rows (the negative control: such a copy is wrong), the backup holds none,
   passes PRAGMA integrity_check, waited for the write to end, and is a file of mode 600.
-- A new hub (the production overlay, on a cluster of its own: a fresh volume) does not know
+- A new hub of the same overlay, on a cluster of its own (a fresh volume), does not know
   the token or the session; `scripts/hub-db restore` stages the backup, restarts the hub,
   and afterwards the token authenticates as its user, the admin's lists every user, the
   browser session of the first hub is still logged in (the cookie secret came along), and
   the files the restore replaced are kept beside the database.
 - Refusals before any kubectl call: a damaged archive, something that is not one, an
-  output file that exists; and the stand-in's own strictness.
+  output file that exists; `--overlay production` names the production hub, and a hub
+  that is not there fails in one line with kubectl's message; the stand-in's own strictness.
 """
 
 import contextlib
@@ -216,14 +217,14 @@ def test_backup_while_the_hub_writes_and_restore_into_a_new_hub(bake, tmp_path, 
              script_module(project).BACKUP_PROGRAM, STATE],
         ]  # fmt: skip
 
-        # --- A new hub, on a fresh volume: the production overlay, on a cluster of its own ---
-        with HubDeployment(project, tmp_path / "hub-b", overlay="production") as new:
-            assert (new.namespace, new.deployment_name) == (NAMESPACE, "hub")
+        # --- A new hub of the same overlay, on a cluster of its own: a fresh volume ---
+        with HubDeployment(project, tmp_path / "hub-b", overlay="development") as new:
+            assert (new.namespace, new.deployment_name) == (NAMESPACE, "hub-dev")
             me = requests.get(f"{new.url}/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=10)
             assert me.status_code == 403, f"the new hub knew alice's token before the restore: {me.status_code}"
             before = new.pod
             kubectl.serve(new)
-            restore = hub_db(project, kubectl, "restore", str(output), "--overlay", "production")
+            restore = hub_db(project, kubectl, "restore", str(output))
             assert restore.returncode == 0, f"scripts/hub-db restore: {restore.stdout}{restore.stderr}\n{new.log_tail()}"
             print(restore.stdout)
             assert new.pod != before, "the restore did not restart the hub"
@@ -246,10 +247,10 @@ def test_backup_while_the_hub_writes_and_restore_into_a_new_hub(bake, tmp_path, 
         restore_calls = [c["argv"] for c in kubectl.calls()[1:]]
         module = script_module(project)
         assert restore_calls == [
-            ["-n", NAMESPACE, "exec", "-i", "deployment/hub", "-c", "hub", "--", "python3", "-c", module.STAGE_PROGRAM, STATE],
-            ["-n", NAMESPACE, "rollout", "restart", "deployment/hub"],
-            ["-n", NAMESPACE, "rollout", "status", "deployment/hub", "--timeout=600s"],
-            ["-n", NAMESPACE, "exec", "deployment/hub", "-c", "hub", "--", "python3", "-c", module.VERIFY_PROGRAM, STATE],
+            ["-n", NAMESPACE, "exec", "-i", "deployment/hub-dev", "-c", "hub", "--", "python3", "-c", module.STAGE_PROGRAM, STATE],
+            ["-n", NAMESPACE, "rollout", "restart", "deployment/hub-dev"],
+            ["-n", NAMESPACE, "rollout", "status", "deployment/hub-dev", "--timeout=600s"],
+            ["-n", NAMESPACE, "exec", "deployment/hub-dev", "-c", "hub", "--", "python3", "-c", module.VERIFY_PROGRAM, STATE],
         ]  # fmt: skip
         assert kubectl.calls()[1]["stdin_bytes"] == output.stat().st_size
         assert not kubectl.errors, kubectl.errors
@@ -295,6 +296,19 @@ def test_restore_and_backup_refuse_before_any_kubectl_call(bake, tmp_path):
             assert result.stderr.count("\n") == 1 and message in result.stderr, (args, result.stderr)
         assert kubectl.calls() == []
     assert existing.read_bytes() == b"keep me"
+
+
+def test_the_overlay_names_the_hub_and_a_missing_hub_fails_in_one_line(bake, tmp_path):
+    project = bake_project(bake)
+    with KubectlStandin(tmp_path / "kubectl") as kubectl:  # serving no hub at all
+        for overlay, deployment in (("production", "hub"), ("development", "hub-dev")):
+            result = hub_db(project, kubectl, "backup", "--overlay", overlay, "--output", str(tmp_path / f"{overlay}.tar"))
+            assert result.returncode == 1, (result.stdout, result.stderr)
+            assert result.stderr == f'hub-db: backup FAILED: Error from server (NotFound): deployments.apps "{deployment}" not found\n'
+            assert not (tmp_path / f"{overlay}.tar").exists()
+        assert [c["argv"][:5] for c in kubectl.calls()] == [
+            ["-n", NAMESPACE, "exec", f"deployment/{name}", "-c"] for name in ("hub", "hub-dev")
+        ]
 
 
 def test_the_kubectl_standin_accepts_kubectls_syntax_and_refuses_the_rest():
