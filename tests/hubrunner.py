@@ -506,17 +506,20 @@ class HubDeployment:
     def container(self):
         return self.cluster.container(self.namespace, self.pod)
 
-    def exec(self, argv, user, timeout=60):
+    def exec(self, argv, user, timeout=60, input=None, text=True, container_env=False):
         """argv in the hub's container as `kubectl exec` runs it: in the container's mount, PID
-        and network namespaces and root, as user ("uid:gid"); the CompletedProcess."""
+        and network namespaces and root, as user ("uid:gid"); the CompletedProcess. input: its
+        stdin (else this process's); container_env: with the container's environment (as
+        `kubectl exec` gives it: the image's and the Deployment's variables), not this process's."""
         running = self.container()
         assert running, f"the hub's container is not running\n{self.log_tail()}"
         inside = [pid for pid in descendants(running.pid) if os.readlink(f"/proc/{pid}/root") != "/"]
         assert inside, "no process of the hub's container has entered its root"
         uid, gid = user.split(":")
         return subprocess.run(
-            ["nsenter", "-t", str(min(inside)), "-m", "-p", "-n", "-r", "-w", "-S", uid, "-G", gid, "--", *argv],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            [shutil.which("nsenter"), "-t", str(min(inside)), "-m", "-p", "-n", "-r", "-w", "-S", uid, "-G", gid, "--", *argv],
+            input=input, capture_output=True, text=text, timeout=timeout, check=False,
+            env=process_environ(min(inside)) if container_env else None,
         )  # fmt: skip
 
     def wait_ready(self, timeout=180):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 # The helpers next to this file (Zero to JupyterHub loads its z2jh.py the same way).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hub_helpers import require_env  # noqa: E402
+from hub_helpers import install_staged_restore, require_env  # noqa: E402
 
 # --- Chosen when this repository was generated ---------------------------------
 ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
@@ -45,6 +45,9 @@ PROXY_API_PORT = 8001
 
 # Where the hub keeps its state: the PersistentVolumeClaim mounted at /srv/jupyterhub.
 STATE_DIR = Path(os.environ.get("JUPYTERHUB_STATE_DIR", "/srv/jupyterhub"))
+# A backup that `scripts/hub-db restore` staged there replaces the database and the cookie
+# secret now, before JupyterHub opens them (nothing happens when none is staged).
+install_staged_restore(STATE_DIR)
 
 # The pod's own namespace, from the downward API (POD_NAMESPACE in hub-deployment.yaml).
 NAMESPACE = require_env(
