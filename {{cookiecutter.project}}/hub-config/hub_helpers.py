@@ -1,10 +1,11 @@
 """What jupyterhub_config.py and authenticator_config.py share.
 
-The Dockerfile copies this file next to them, into /usr/local/etc/jupyterhub/, and
-jupyterhub_config.py puts that directory on the module path (as Zero to JupyterHub
-does for its own helper). Importing it changes nothing in JupyterHub's configuration.
+It is part of the hub's ConfigMap with them (hub-config/kustomization.yaml), mounted in
+/usr/local/etc/jupyterhub/, and jupyterhub_config.py puts that directory on the module
+path (as Zero to JupyterHub does for its own helper). Importing it changes nothing in
+JupyterHub's configuration.
 
-Nothing here names a host, a namespace or an overlay: one image serves every overlay,
+Nothing here names a host, a namespace or an overlay: one ConfigMap serves every overlay,
 and each overlay's Deployment tells the hub who it is (k8s/overlays/*/).
 """
 
