@@ -273,3 +273,18 @@ def test_reload_secrets_never_replaces_a_running_hub_by_a_broken_secret(bake, tm
         result = reload_secrets(project, env, *args)
         assert result.returncode != 0 and result.stderr.strip().splitlines() == [result.stderr.strip()] and says in result.stderr, result.stderr
     assert_real_kubectl_accepts(log, tmp_path)
+
+
+def test_the_real_kubectl_check_refuses_what_kubectl_refuses(tmp_path):
+    """The check every script test ends with: real kubectl's verdict on syntax the stand-in
+    may have let through (a duration without its unit, an unknown flag, a missing argument)."""
+    kubectl = need_tool("kubectl")
+    assert real_kubectl_accepts(kubectl, ["-n", "ns", "rollout", "status", "deployment/hub", "--timeout=600s"], tmp_path) is None
+    assert real_kubectl_accepts(kubectl, ["-n", "ns", "delete", "deployment", "-l", "a=b", "--cascade=foreground", "--wait=true"], tmp_path) is None
+    for argv, says in (
+        (["-n", "ns", "rollout", "status", "deployment/hub", "--timeout=600"], "missing unit in duration"),
+        (["-n", "ns", "delete", "pod", "-l", "a=b", "--wait-for-it=true"], "unknown flag: --wait-for-it"),
+        (["-n", "ns", "patch", "deployment", "hub", "--type=merge", "-p"], "flag needs an argument"),
+    ):  # fmt: skip
+        verdict = real_kubectl_accepts(kubectl, argv, tmp_path)
+        assert verdict is not None and says in verdict, verdict
