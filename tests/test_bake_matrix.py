@@ -105,6 +105,7 @@ def test_bakes_clean(bake, combo):
     # hub for it (a generated Secret's name changes with its content, which restarts it).
     in_cluster = needs_secrets(combo["authenticator"], combo["proxy"]) and combo["hub_secrets"] == "existing-secret"
     assert (project / "scripts" / "reload-secrets").exists() == in_cluster
+    assert (project / "scripts" / "uninstall").exists()
     assert (project / "hub-secrets.env.example").exists() == needs_secrets(combo["authenticator"], combo["proxy"])
 
 
