@@ -149,6 +149,10 @@ def main():
     generated = keep_chosen_proxy(project, about.get("generated_secrets") or {})
     needs_secrets = (project / "hub-secrets.env.example").exists()
     created = create_secrets_files(project, generated)
+    if not needs_secrets or HUB_SECRETS != "existing-secret":
+        # env-file: kustomize names the Secret after its content, so a changed file rolls the
+        # hub by itself; no Secret: nothing to reload.
+        (project / "scripts" / "reload-secrets").unlink()
     # The development hub's address: the one the first `skaffold run` deploys.
     print(next_steps(created, DEVELOPMENT_URL, about["next_step"], needs_secrets), file=sys.stderr)
 

@@ -101,6 +101,11 @@ def test_bakes_clean(bake, combo):
         assert secrets.exists() == from_files
         assert ("secretGenerator" in kustomization) == from_files
     assert (project / "scripts" / "init-secrets").exists() == from_files
+    # A Secret made in the cluster changes nothing in git: scripts/reload-secrets restarts the
+    # hub for it (a generated Secret's name changes with its content, which restarts it).
+    in_cluster = needs_secrets(combo["authenticator"], combo["proxy"]) and combo["hub_secrets"] == "existing-secret"
+    assert (project / "scripts" / "reload-secrets").exists() == in_cluster
+    assert (project / "scripts" / "uninstall").exists()
     assert (project / "hub-secrets.env.example").exists() == needs_secrets(combo["authenticator"], combo["proxy"])
 
 
