@@ -366,7 +366,9 @@ def test_image_contents(default_image):
     release = default_image["base"]["release"]
     script = (
         ". /etc/os-release; echo $VERSION_CODENAME;"
-        " set -e; configurable-http-proxy --version; node --version; id -u;"
+        # Node.js's output through a pipe of its own: Node makes the pipe it writes to
+        # non-blocking, and on the shared one the lines after it were lost under load.
+        ' set -e; v=$(configurable-http-proxy --version); echo "$v"; v=$(node --version); echo "$v"; id -u;'
         " if command -v npm; then echo NPM-PRESENT; fi;"
         " stat -c '%u %a %n' /opt/chp;"
         " test ! -e /tmp/requirements.txt;"
