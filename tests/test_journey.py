@@ -13,7 +13,7 @@ the hub (its proxy dies with it) and the server is reached again without a new p
 scripts/smoke-test passes while the user's kernel answers 1+1 every 100 ms, and harms
 nobody: the user's pod stays, the kernel misses no answer, and the smoke test's own user,
 pod and claim are gone after it (tmp: its temporary user stays, as it says); stopping
-deletes the pod and keeps the claim; the idle culler
+deletes the pod and keeps the claim; the idle culler (within the timeout plus --cull-every, the README's bound)
 stops an idle server; the admin deletes the user (and KubeSpawner the claim); and the Role
 is minimal by evidence: the hub was refused nothing, and every verb it grants was used or
 is excused by its comment (support/role_evidence.py). Plus: a Role without `create` on pods
@@ -70,6 +70,9 @@ CASES = {
 # over its WebSocket, with no failed request and no gap between answers longer than this.
 SEPARATE_PROXY_LONGEST_GAP = 1.0
 ADMIN = "hubadmin"
+# From the culler's DELETE until the pod is gone: KubeSpawner's delete, the kubelet's SIGTERM
+# and the pod's removal (the stated bound is when the culler acts).
+CULLED_POD_STOP_SECONDS = 15
 
 
 @pytest.fixture(scope="module")
@@ -292,11 +295,19 @@ def test_journey(bake, tools, tmp_path, case, record_property):
             if context["user_storage"] == "yes":
                 assert claim in cluster.claims(namespace), "the claim went with the pod"
 
-            # 7. The idle culler stops an idle server (nobody asks the hub to).
+            # 7. The idle culler stops an idle server (nobody asks the hub to), within the bound
+            # the README states: the timeout plus the culler's interval (--cull-every).
             start_server(session, hub, name)
+            idle_since = time.monotonic()  # the server's last activity is its start, at the latest
             pod_name = cluster.created_names("pods", namespace)[-1]
             deletes_before = [r for r in cluster.requests if r["verb"] == "delete"]
-            cluster.wait_for(lambda: pod_name not in cluster.pods(namespace), 200, "the culler stopping the idle server")
+            [culler] = [s for s in hub.config().JupyterHub.services if s["name"] == "idle-culler"]
+            [cull_every] = [int(a.split("=", 1)[1]) for a in culler["command"] if a.startswith("--cull-every=")]
+            bound = int(context["idle_timeout"]) + cull_every
+            cluster.wait_for(lambda: pod_name not in cluster.pods(namespace), bound + 60, "the culler stopping the idle server")
+            stopped_after = time.monotonic() - idle_since
+            print(f"[{case}] idle server stopped {stopped_after:.1f} s after its start (bound: {bound} s + the pod's stop)")
+            assert stopped_after <= bound + CULLED_POD_STOP_SECONDS, f"culled after {stopped_after:.1f} s, beyond {bound} s"
             assert "culling" in hub.log_text().lower(), hub.log_tail()
             assert len([r for r in cluster.requests if r["verb"] == "delete"]) > len(deletes_before)
 
@@ -441,3 +452,18 @@ def test_the_percentile_is_nearest_rank():
     values = list(range(1, 21))  # 1 .. 20
     assert percentile(values, 0.5) == 10 and percentile(values, 0.95) == 19 and percentile(values, 1.0) == 20
     assert percentile([3.0], 0.95) == 3.0 and percentile([5, 1, 4, 2, 3], 0.5) == 3
+
+
+@pytest.mark.parametrize("timeout", ["3600", "60", "86400"])
+def test_the_culler_looks_as_often_as_zero_to_jupyterhubs_and_the_readme_states_the_bound(bakery, timeout):
+    """--cull-every is Zero to JupyterHub's 600 s (half the timeout when that is shorter), the
+    hub learns activity from the proxy every 60 s, and the generated README states the bound the
+    journeys hold the culler to: the timeout plus --cull-every."""
+    project = bakery.project(dict(idle_culling="yes", idle_timeout=timeout))
+    config = bakery.hub_config(project)
+    [culler] = [s for s in config.JupyterHub.services if s["name"] == "idle-culler"]
+    [cull_every] = [int(a.split("=", 1)[1]) for a in culler["command"] if a.startswith("--cull-every=")]
+    assert cull_every == min(600, int(timeout) // 2), culler["command"]
+    assert config.JupyterHub.last_activity_interval == 60
+    readme = " ".join((project / "README.md").read_text(encoding="utf-8").split())
+    assert f"looks every {cull_every} seconds" in readme and f"stopped at most {int(timeout) + cull_every} seconds" in readme

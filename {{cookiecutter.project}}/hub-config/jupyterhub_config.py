@@ -105,10 +105,12 @@ else:
     )
     # The proxy sends /hub/ to the hub's Service (it is in another pod).
     c.JupyterHub.hub_connect_url = f"http://{HUB_SERVICE_NAME}.{NAMESPACE}.svc:{HUB_PORT}"
-    # How often the hub compares the proxy's routes with its own: a restarted proxy (new
-    # image, node drained) has none, and gets them back within this many seconds (Zero to
-    # JupyterHub's value; JupyterHub's default is 300).
-    c.JupyterHub.last_activity_interval = 60
+
+# How often the hub asks the proxy for each route's last activity, and compares the proxy's
+# routes with its own (Zero to JupyterHub's 60 s; JupyterHub's default is 300): the idle
+# culler sees a user's activity at most this late, and a restarted separate proxy (new
+# image, node drained) gets its routes back within this many seconds.
+c.JupyterHub.last_activity_interval = 60
 
 # --- The hub -------------------------------------------------------------------------
 # Listen on all interfaces: user pods (and, with proxy=separate, the proxy) come in
@@ -176,6 +178,11 @@ else:
     c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan"}]
 
 if IDLE_CULLING:
+    # How often the culler looks: Zero to JupyterHub's 10 minutes, or half the timeout when
+    # that is shorter. So a server is stopped at most IDLE_TIMEOUT_SECONDS + CULL_EVERY_SECONDS
+    # after its last activity (the README states it); the culler's own default, half the
+    # timeout, let an idle server live half an hour more past an hour's timeout.
+    CULL_EVERY_SECONDS = min(600, max(1, IDLE_TIMEOUT_SECONDS // 2))
     # The culler runs as a hub-managed service in this container, with only the
     # scopes it needs to find idle servers and stop them.
     c.JupyterHub.services = [
@@ -186,6 +193,7 @@ if IDLE_CULLING:
                 "-m",
                 "jupyterhub_idle_culler",
                 f"--timeout={IDLE_TIMEOUT_SECONDS}",
+                f"--cull-every={CULL_EVERY_SECONDS}",
                 # In this container: over loopback, not through the hub's Service.
                 f"--url=http://127.0.0.1:{HUB_PORT}/hub/api",
             ],
