@@ -38,7 +38,6 @@ import copy
 import ctypes
 import datetime
 import hashlib
-import ipaddress
 import json
 import os
 import random
@@ -53,7 +52,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from support import kubelet, pod_security, pod_spec, rbac
+from support import kubelet, pod_security, pod_spec, rbac, tls
 
 # resource -> (API group, version, kind)
 RESOURCES = {
@@ -178,44 +177,8 @@ def container_status(container, ready, state, restarts=0, last=None, started=Non
 
 def make_tls(directory, addresses):
     """A CA and a serving certificate for the API server's addresses; paths of ca.crt, tls.crt, tls.key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    def name(common):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
-    end = start + datetime.timedelta(days=2)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder().subject_name(name("emulated-cluster-ca")).issuer_name(name("emulated-cluster-ca"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    alt = [x509.DNSName(n) for n in ("kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")]
-    alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    cert = (
-        x509.CertificateBuilder().subject_name(name("kube-apiserver")).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    paths = {n: Path(directory) / n for n in ("ca.crt", "tls.crt", "tls.key")}
-    paths["ca.crt"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths["tls.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths["tls.key"].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    os.chmod(paths["tls.key"], 0o600)
-    return paths
+    names = ("kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
+    return tls.ca_and_certificate(directory, "emulated-cluster-ca", "kube-apiserver", names, addresses)
 
 
 # --- Connections into a pod's network namespace ---------------------------------------------

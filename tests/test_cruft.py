@@ -26,8 +26,8 @@ def run(*args, cwd):
     return result
 
 
-@pytest.mark.parametrize("authenticator", ["dummy", "native"])
-def test_cruft_update_applies_template_changes_and_keeps_secrets(tmp_path, authenticator):
+def committed_template(tmp_path):
+    """(git, cruft, a copy of the template committed as v1 in a repository of its own)."""
     git = need_tool("git")
     cruft = str(Path(sys.executable).parent / "cruft")
     template = tmp_path / "template"
@@ -35,6 +35,12 @@ def test_cruft_update_applies_template_changes_and_keeps_secrets(tmp_path, authe
     run(git, "init", "-q", cwd=template)
     run(git, "add", "-A", cwd=template)
     run(git, "commit", "-qm", "v1", cwd=template)
+    return git, cruft, template
+
+
+@pytest.mark.parametrize("authenticator", ["dummy", "native"])
+def test_cruft_update_applies_template_changes_and_keeps_secrets(tmp_path, authenticator):
+    git, cruft, template = committed_template(tmp_path)
 
     run(cruft, "create", "--no-input", "--extra-context", f'{{"authenticator": "{authenticator}"}}', str(template), cwd=tmp_path)
     project = tmp_path / "jupyterhub-deploy"
@@ -62,13 +68,7 @@ def test_cruft_create_refuses_a_placeholder_admin_with_github(tmp_path):
     """cruft gives the hooks no template directory, so the pre_gen hook cannot read the
     authenticators' folders: the admin rule reads cookiecutter.json's _external_user_names,
     which cruft hands over like any answer, and refuses "admin" there too."""
-    git = need_tool("git")
-    cruft = str(Path(sys.executable).parent / "cruft")
-    template = tmp_path / "template"
-    shutil.copytree(clean_template(), template)
-    run(git, "init", "-q", cwd=template)
-    run(git, "add", "-A", cwd=template)
-    run(git, "commit", "-qm", "v1", cwd=template)
+    git, cruft, template = committed_template(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     refused = subprocess.run(

@@ -519,13 +519,14 @@ class MockOrmSpawner:
     user_options = None
 
 
-def built_user_pod(project, workdir, monkeypatch, objects=None, secrets=None, username="alice"):
-    """The hub's environment (from the rendered Deployment) and (namespace, pod) that
-    KubeSpawner builds for username under it, with the config loaded in this process."""
+@contextlib.contextmanager
+def pod_config_loaded(project, workdir, monkeypatch, objects=None, secrets=None):
+    """The hub's configuration loaded in this process as its pod loads it: with the rendered
+    Deployment's environment, which stays in place inside the block; yields (env, config)."""
     from traitlets.config import PyFileConfigLoader
 
     workdir.mkdir(parents=True, exist_ok=True)
-    config_file = install_config(project, workdir / "installed")
+    config_file = install_config(project, workdir / "installed", objects)
     env = local_environment(project, workdir, objects, secrets)
     # KubeSpawner loads a kube config even when it only builds the manifest: one whose API
     # server is a closed port (nothing is sent).
@@ -536,7 +537,13 @@ def built_user_pod(project, workdir, monkeypatch, objects=None, secrets=None, us
             patch.delenv(name)
         for name, value in env.items():
             patch.setenv(name, value)
-        config = PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
+        yield env, PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
+
+
+def built_user_pod(project, workdir, monkeypatch, objects=None, secrets=None, username="alice"):
+    """The hub's environment (from the rendered Deployment) and (namespace, pod) that
+    KubeSpawner builds for username under it, with the config loaded in this process."""
+    with pod_config_loaded(project, workdir, monkeypatch, objects, secrets) as (env, config):
         return env, asyncio.run(pod_manifest(config, username))
 
 

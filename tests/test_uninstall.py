@@ -11,15 +11,14 @@ Every call the script made is also put to the real kubectl's parser.
 import asyncio
 import copy
 import json
-import os
 import subprocess
 
 import pytest
 
 from conftest import OVERLAYS
-from hubrunner import install_config, local_environment, render
+from hubrunner import render
 from support.kubectl_state_standin import calls, install, read_state
-from test_hub import MockOrmSpawner, MockUser, use_kube_config, write_kube_config
+from test_hub import MockOrmSpawner, MockUser, pod_config_loaded
 from test_secret_rotation import assert_real_kubectl_accepts, made_secret
 
 USERS = ("alice", "bob")
@@ -48,19 +47,8 @@ async def kubespawner_manifests(config, username):
 
 def users_objects(project, objects, secrets, workdir, monkeypatch):
     """Each user's pod and claim under this overlay's hub, built by KubeSpawner."""
-    from traitlets.config import PyFileConfigLoader
-
-    config_file = install_config(project, workdir / "installed", objects)
-    env = local_environment(project, workdir, objects, secrets)
-    env["KUBECONFIG"] = str(write_kube_config(workdir / "kubeconfig"))
     built = []
-    with monkeypatch.context() as patch:
-        use_kube_config(patch, env["KUBECONFIG"])
-        for name in [n for n in os.environ if n not in env]:
-            patch.delenv(name)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        config = PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
+    with pod_config_loaded(project, workdir, monkeypatch, objects, secrets) as (_, config):
         for user in USERS:
             built.extend(asyncio.run(kubespawner_manifests(config, user)))
     return built

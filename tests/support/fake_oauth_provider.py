@@ -35,18 +35,16 @@ that failed on the way, and see which endpoints the hub asked. A path it does no
 """
 
 import base64
-import datetime
 import hashlib
 import http.server
-import ipaddress
 import json
-import os
 import secrets
 import ssl
 import threading
 from http.cookies import SimpleCookie
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from support import tls
 
 SESSION_COOKIE = "provider_session"
 
@@ -64,44 +62,7 @@ GITHUB_MEMBERSHIP_PREFIX = "/api/v3/orgs/"
 
 def make_ca_and_certificate(directory, address):
     """A CA and a serving certificate for one IP address; paths of ca.crt, tls.crt, tls.key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    def name(common):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
-    end = start + datetime.timedelta(days=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder().subject_name(name("fake-oauth-provider-ca")).issuer_name(name("fake-oauth-provider-ca"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder().subject_name(name(address)).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {n: directory / n for n in ("ca.crt", "tls.crt", "tls.key")}
-    paths["ca.crt"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths["tls.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths["tls.key"].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    os.chmod(paths["tls.key"], 0o600)
-    return paths
+    return tls.ca_and_certificate(directory, "fake-oauth-provider-ca", address, addresses=[address], days=1)
 
 
 def pkce_challenge(verifier):
