@@ -61,6 +61,19 @@ MATRIX = [
     dict(zip(CROSSED, values))
     for values in itertools.product(*CROSSED.values())
 ]
+# What users get (profiles, named servers, their own image, the pre-puller): each is confined
+# to its files, but they touch one another (the pre-puller pulls the built image and every
+# profile's), so every combination of them is in the matrix too, over its first and its last
+# combination (opposite in every crossed choice): 2 x 15 combinations more, not 16 times as many.
+FEATURES = tuple(
+    name for name in ("build_user_image", "profiles", "named_servers", "pre_puller") if name in CHOICE_VARIABLES
+)
+MATRIX += [
+    {**base, **dict(zip(FEATURES, values))}
+    for base in (MATRIX[0], MATRIX[-1])
+    for values in itertools.product(*(CHOICE_VARIABLES[name] for name in FEATURES))
+    if any(value != CHOICE_VARIABLES[name][0] for name, value in zip(FEATURES, values))
+]
 
 
 # One folder per authenticator (CONTRIBUTING.md, "Adding an authenticator").
