@@ -91,6 +91,43 @@ def profile_images(profiles_text):
     return found
 
 
+def profile_tolerations(profiles_text):
+    """The tolerations the profiles give their pods (kubespawner_override.tolerations), in order."""
+    found = []
+    for profile in (yaml.safe_load(profiles_text) or {}).get("profiles") or []:
+        found += (profile.get("kubespawner_override") or {}).get("tolerations") or []
+    return found
+
+
+def covers(toleration, other):
+    """Whether a pod with `toleration` goes wherever one with `other` may: it tolerates every taint
+    `other` tolerates (the same key or every key, the same effect or every effect, Exists or the same value)."""
+    if toleration.get("key") and toleration.get("key") != other.get("key"):
+        return False
+    if not toleration.get("key") and toleration.get("operator") != "Exists":
+        return False
+    if toleration.get("effect") and toleration.get("effect") != other.get("effect"):
+        return False
+    return toleration.get("operator") == "Exists" or (
+        other.get("operator", "Equal") == "Equal" and toleration.get("value") == other.get("value")
+    )
+
+
+def add_tolerations(daemonset_text, tolerations):
+    """The DaemonSet with each of these tolerations that its own do not cover, at the end of its list:
+    it must reach every node a profile's pods may go to."""
+    own = yaml.safe_load(daemonset_text)["spec"]["template"]["spec"].get("tolerations") or []
+    lines = daemonset_text.splitlines(keepends=True)
+    start = lines.index("      tolerations:\n") + 1
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("        "))
+    added = []
+    for toleration in tolerations:
+        if not any(covers(mine, toleration) for mine in own):
+            own.append(toleration)
+            added.append(f"        - {json.dumps(toleration, sort_keys=True)}\n")
+    return "".join(lines[:end] + added + lines[end:])
+
+
 def pull_container_name(slug, taken):
     """A container name (a DNS label, 63 characters at most) for a profile's image, not yet taken."""
     base = ("pull-profile-" + re.sub(r"[^a-z0-9]+", "-", slug.lower()).strip("-"))[:60].rstrip("-")
@@ -129,15 +166,17 @@ def add_pulls(daemonset_text, images):
 
 def keep_chosen_pre_puller(project):
     """no: the Component goes. yes: it stays, and its DaemonSet pulls each profile's own image
-    too (hub-config/profiles.yaml, when the project has profiles), after the users' image."""
+    too (hub-config/profiles.yaml, when the project has profiles), after the users' image, and
+    tolerates what the profiles' pods tolerate."""
     if PRE_PULLER != "yes":
         shutil.rmtree(project / PRE_PULLER_COMPONENT)
         return
     profiles = project / PROFILES
     if profiles.exists():
         daemonset = project / PRE_PULLER_DAEMONSET
-        text = daemonset.read_text(encoding="utf-8")
-        daemonset.write_text(add_pulls(text, profile_images(profiles.read_text(encoding="utf-8"))), encoding="utf-8")
+        text, profiles_text = daemonset.read_text(encoding="utf-8"), profiles.read_text(encoding="utf-8")
+        text = add_pulls(text, profile_images(profiles_text))
+        daemonset.write_text(add_tolerations(text, profile_tolerations(profiles_text)), encoding="utf-8")
 
 
 def create_secrets_files(project, generated):

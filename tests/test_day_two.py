@@ -343,7 +343,11 @@ profiles:
     kubespawner_override: {cpu_limit: 2, mem_limit: "4G"}
   - display_name: "Larger, the users' image named again"
     slug: "large"
-    kubespawner_override: {cpu_limit: 4, mem_limit: "16G", image: "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"}
+    kubespawner_override:
+      cpu_limit: 4
+      mem_limit: "16G"
+      image: "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"
+      tolerations: [{key: hub.jupyter.org/dedicated, operator: Equal, value: user, effect: NoSchedule}]
   - display_name: "GPU (PyTorch)"
     slug: "gpu"
     kubespawner_override:
@@ -379,6 +383,12 @@ def bake_with_profiles(tmp_path, **answers):
     return out / "with-profiles"
 
 
+PROFILE_TOLERATIONS = [
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},  # the template's own: covers the GPU profile's
+    {"key": "hub.jupyter.org/dedicated", "operator": "Equal", "value": "user", "effect": "NoSchedule"},
+]
+
+
 def pre_puller_pulls(project):
     daemonset = yaml.safe_load((project / "k8s/components/pre-puller/pre-puller-daemonset.yaml").read_text())
     return [(c["name"], c["image"]) for c in daemonset["spec"]["template"]["spec"]["initContainers"]]
@@ -386,9 +396,12 @@ def pre_puller_pulls(project):
 
 def test_the_pre_puller_pulls_every_profiles_own_image_once_after_the_users(tmp_path):
     """post_gen reads hub-config/profiles.yaml: each profile's own image gets an initContainer like
-    the users' image's (a profile without one, or naming the users' image, adds none)."""
+    the users' image's (a profile without one, or naming the users' image, adds none), and each
+    toleration of a profile that the pre-puller's do not cover joins them."""
     project = bake_with_profiles(tmp_path)
     assert pre_puller_pulls(project) == PROFILE_PULLS
+    daemonset = yaml.safe_load((project / "k8s/components/pre-puller/pre-puller-daemonset.yaml").read_text())
+    assert daemonset["spec"]["template"]["spec"]["tolerations"] == PROFILE_TOLERATIONS
     daemonset = yaml.safe_load((project / "k8s/components/pre-puller/pre-puller-daemonset.yaml").read_text())
     first, *others = daemonset["spec"]["template"]["spec"]["initContainers"]
     for other in others:
@@ -406,13 +419,15 @@ def test_check_passes_with_the_pre_puller(bake, check_env, tmp_path):
 
 
 def test_check_names_each_image_the_pre_puller_misses_or_pulls_for_nobody(check_env, tmp_path):
-    """A team adds a profile and removes another, Renovate bumps USER_IMAGE alone, an overlay drops
-    the Component: one line each."""
+    """A team adds a profile (an image and a node pool of its own) and removes another, Renovate
+    bumps USER_IMAGE alone, an overlay drops the Component: one line each."""
     project = bake_with_profiles(tmp_path)
     daemonset = "check: k8s/components/pre-puller/pre-puller-daemonset.yaml: "
     profiles = yaml.safe_load(PROFILES)
     profiles["profiles"] = [p for p in profiles["profiles"] if p["slug"] != "gpu"]
-    profiles["profiles"].append({"display_name": "Julia", "slug": "julia", "kubespawner_override": {"image": "quay.io/jupyter/julia-notebook:2025-01-06"}})
+    highmem = {"key": "example.org/highmem", "operator": "Exists", "effect": "NoSchedule"}
+    profiles["profiles"].append({"display_name": "Julia", "slug": "julia", "kubespawner_override": {
+        "image": "quay.io/jupyter/julia-notebook:2025-01-06", "tolerations": [highmem]}})  # fmt: skip
     (project / "hub-config/profiles.yaml").write_text(yaml.safe_dump(profiles))
     replace(project / "hub-config/jupyterhub_config.py", 'USER_IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"', 'USER_IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.5.0"')
     replace(project / "k8s/overlays/production/kustomization.yaml", "  - ../../components/pre-puller\n", "")
@@ -422,6 +437,8 @@ def test_check_names_each_image_the_pre_puller_misses_or_pulls_for_nobody(check_
         daemonset + "does not pull quay.io/jupyter/julia-notebook:2025-01-06 (the profile julia in hub-config/profiles.yaml): add an initContainer for it",
         daemonset + "does not pull quay.io/jupyterhub/k8s-singleuser-sample:4.5.0 (USER_IMAGE in hub-config/jupyterhub_config.py): add an initContainer for it",
         daemonset + "pulls quay.io/jupyter/pytorch-notebook:cuda12-2025-01-06, which neither USER_IMAGE nor a profile names: remove its initContainer",
+        daemonset + f"does not tolerate {json.dumps(highmem, sort_keys=True)}, which the profile julia tolerates: its nodes would not get the images;"
+        " add the toleration to the pre-puller",
         "check: k8s/overlays/production: deploys no pre-puller: list ../../components/pre-puller under components:",
     ], result.stdout
 

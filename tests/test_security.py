@@ -371,6 +371,30 @@ def tolerates(tolerations, taint):
     )
 
 
+def profile_taints(hub_config):
+    """(profile, key, value, effect) of each taint a profile's tolerations let its pods onto (a
+    toleration of no effect: each effect; Exists: some value of the key)."""
+    found = []
+    for profile in hub_config.KubeSpawner.get("profile_list", None) or []:
+        for toleration in (profile.get("kubespawner_override") or {}).get("tolerations") or []:
+            for effect in [toleration["effect"]] if toleration.get("effect") else ["NoSchedule", "PreferNoSchedule", "NoExecute"]:
+                value = "any-value" if toleration.get("operator") == "Exists" else toleration.get("value")
+                found.append((profile.get("slug"), toleration.get("key"), value, effect))
+    return found
+
+
+def tolerated_taint(tolerations, key, value, effect):
+    """Whether a pod with these tolerations may run on a node with this taint (Kubernetes' rule)."""
+    for t in tolerations or []:
+        if t.get("effect") and t["effect"] != effect:
+            continue
+        if t.get("operator") == "Exists" and (not t.get("key") or t["key"] == key):
+            return True
+        if t.get("operator", "Equal") == "Equal" and t.get("key") == key and t.get("value") == value:
+            return True
+    return False
+
+
 def check_pre_puller(docs, hub_config, wanted):
     """pre_puller=yes: one DaemonSet whose pod meets the restricted profile (by the checks above
     and by the emulated cluster's Pod Security admission), without a token or rights, each of its
@@ -406,6 +430,9 @@ def check_pre_puller(docs, hub_config, wanted):
                     problems.append(f"{where}: {resource} {part[:-1]} {value}, more than a pod on every node should take")
     if not tolerates(spec.get("tolerations"), GPU_TAINT):
         problems.append(f"pre-puller: does not tolerate the GPU nodes' taint {GPU_TAINT}")
+    for profile, key, value, effect in profile_taints(hub_config):
+        if not tolerated_taint(spec.get("tolerations"), key, value, effect):
+            problems.append(f"pre-puller: does not reach nodes tainted {key}={value}:{effect}, where the profile {profile} runs")
     strategy = daemonset["spec"].get("updateStrategy") or {}
     unavailable = str((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1))
     if strategy.get("type", "RollingUpdate") != "RollingUpdate":
@@ -472,6 +499,17 @@ def test_pre_puller_checks_catch_planted_faults(render):
         mutated = copy.deepcopy(docs)
         change(mutated)
         assert check_pre_puller(mutated, hub_config, True), f"not caught: {what}"
+    # Profiles (KubeSpawner's profile_list): an image of its own, and a node pool of its own.
+    gpu_toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    for what, override, caught in (
+        ("a profile's own image", {"image": "quay.io/jupyter/pytorch-notebook:cuda12-2025-01-06"}, True),
+        ("a profile's taint", {"tolerations": [{"key": "example.org/highmem", "operator": "Equal", "value": "yes"}]}, True),
+        ("the GPU taint, tolerated", {"tolerations": [gpu_toleration]}, False),
+        ("the users' image again", {"image": hub_config.KubeSpawner.image}, False),
+    ):
+        planted = copy.deepcopy(hub_config)
+        planted.KubeSpawner.profile_list = [{"slug": "planted", "kubespawner_override": override}]
+        assert bool(check_pre_puller(docs, planted, True)) == caught, f"{'not caught' if caught else 'a false alarm'}: {what}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
