@@ -8,6 +8,7 @@ cookiecutter itself depends on) only.
 import contextlib
 import io
 import json
+import re
 import runpy
 import shutil
 import sys
@@ -29,6 +30,11 @@ PROXY = {{ cookiecutter.proxy | tojson }}
 # proxy=separate: the Component, and the bytes of randomness of the token it shares with the hub.
 PROXY_COMPONENT = Path("k8s", "components", "separate-proxy")
 PROXY_TOKEN_BYTES = 32
+PRE_PULLER = {{ cookiecutter.pre_puller | tojson }}
+# pre_puller=yes: the Component, its DaemonSet, and the profiles whose images it pulls too.
+PRE_PULLER_COMPONENT = Path("k8s", "components", "pre-puller")
+PRE_PULLER_DAEMONSET = PRE_PULLER_COMPONENT / "pre-puller-daemonset.yaml"
+PROFILES = Path("hub-config", "profiles.yaml")
 # The two hubs' addresses (templates/derived.jinja's public_url and development_url; hooks
 # are rendered without the template's loader): `skaffold run` deploys the development one.
 SCHEME = "https" if TLS == "yes" else "http"
@@ -55,7 +61,8 @@ def keep_chosen_authenticator(project):
 
 
 def keep_chosen_proxy(project, generated):
-    """in-hub: the hub starts the proxy; the Component goes (and k8s/components with it).
+    """in-hub: the hub starts the proxy; the Component goes (main removes k8s/components when
+    no Component stays).
 
     separate: the Component stays, and the proxy's token joins the hub's secrets: its lines
     go at the end of hub-secrets.env.example (made if the authenticator has none), and
@@ -63,13 +70,113 @@ def keep_chosen_proxy(project, generated):
     """
     fragment = project / PROXY_COMPONENT / "hub-secrets.env.example"
     if PROXY != "separate":
-        shutil.rmtree(project / PROXY_COMPONENT.parent)
+        shutil.rmtree(project / PROXY_COMPONENT)
         return generated
     example = project / "hub-secrets.env.example"
     before = example.read_text(encoding="utf-8") if example.exists() else ""
     example.write_text(before + ("\n" if before else "") + fragment.read_text(encoding="utf-8"), encoding="utf-8")
     fragment.unlink()
     return {**generated, "CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN_BYTES}
+
+
+def profile_images(profiles_text):
+    """[(slug, image)] of the profiles that name an image of their own (kubespawner_override.image),
+    in their order (hub-config/profiles.yaml: `profiles:`, KubeSpawner's profile_list form).
+    A profile without one runs the users' image."""
+    found = []
+    for index, profile in enumerate((yaml.safe_load(profiles_text) or {}).get("profiles") or []):
+        image = (profile.get("kubespawner_override") or {}).get("image")
+        if image:
+            found.append((str(profile.get("slug") or profile.get("display_name") or index), image))
+    return found
+
+
+def profile_tolerations(profiles_text):
+    """The tolerations the profiles give their pods (kubespawner_override.tolerations), in order."""
+    found = []
+    for profile in (yaml.safe_load(profiles_text) or {}).get("profiles") or []:
+        found += (profile.get("kubespawner_override") or {}).get("tolerations") or []
+    return found
+
+
+def covers(toleration, other):
+    """Whether a pod with `toleration` goes wherever one with `other` may: it tolerates every taint
+    `other` tolerates (the same key or every key, the same effect or every effect, Exists or the same value)."""
+    if toleration.get("key") and toleration.get("key") != other.get("key"):
+        return False
+    if not toleration.get("key") and toleration.get("operator") != "Exists":
+        return False
+    if toleration.get("effect") and toleration.get("effect") != other.get("effect"):
+        return False
+    return toleration.get("operator") == "Exists" or (
+        other.get("operator", "Equal") == "Equal" and toleration.get("value") == other.get("value")
+    )
+
+
+def add_tolerations(daemonset_text, tolerations):
+    """The DaemonSet with each of these tolerations that its own do not cover, at the end of its list:
+    it must reach every node a profile's pods may go to."""
+    own = yaml.safe_load(daemonset_text)["spec"]["template"]["spec"].get("tolerations") or []
+    lines = daemonset_text.splitlines(keepends=True)
+    start = lines.index("      tolerations:\n") + 1
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("        "))
+    added = []
+    for toleration in tolerations:
+        if not any(covers(mine, toleration) for mine in own):
+            own.append(toleration)
+            added.append(f"        - {json.dumps(toleration, sort_keys=True)}\n")
+    return "".join(lines[:end] + added + lines[end:])
+
+
+def pull_container_name(slug, taken):
+    """A container name (a DNS label, 63 characters at most) for a profile's image, not yet taken."""
+    base = ("pull-profile-" + re.sub(r"[^a-z0-9]+", "-", slug.lower()).strip("-"))[:60].rstrip("-")
+    name, number = base, 2
+    while name in taken:
+        name, number = f"{base}-{number}", number + 1
+    return name
+
+
+def add_pulls(daemonset_text, images):
+    """The DaemonSet with one initContainer more per image, each a copy of the first (the users'
+    image's, which the template wrote) under another name and image. images: [(slug, image)];
+    an image already pulled is not pulled twice."""
+    lines = daemonset_text.splitlines(keepends=True)
+    start = lines.index("      initContainers:\n") + 1
+    end = lines.index("      containers:\n")
+    items = [i for i in range(start, end) if lines[i].startswith("        - name: ")]
+    first = [line for line in lines[items[0]:items[1] if len(items) > 1 else end] if not line.lstrip().startswith("#")]
+    image_lines = [i for i, line in enumerate(first) if line.startswith("          image: ")]
+    assert len(image_lines) == 1 and first[0].startswith("        - name: "), "the pre-puller's first initContainer changed its form"
+    pulled = {yaml.safe_load(first[image_lines[0]].split(":", 1)[1])}
+    taken = {yaml.safe_load(lines[i].split(":", 1)[1]) for i in items}
+    added = []
+    for slug, image in images:
+        if image in pulled:
+            continue
+        pulled.add(image)
+        name = pull_container_name(slug, taken)
+        taken.add(name)
+        copy = list(first)
+        copy[0] = f"        - name: {name}\n"
+        copy[image_lines[0]] = f"          image: {json.dumps(image)}\n"
+        added += copy
+    return "".join(lines[:end] + added + lines[end:])
+
+
+def keep_chosen_pre_puller(project):
+    """no: the Component goes. yes: it stays, and its DaemonSet pulls each profile's own image
+    too (hub-config/profiles.yaml, when the project has profiles), after the users' image, and
+    tolerates what the profiles' pods tolerate."""
+    if PRE_PULLER != "yes":
+        shutil.rmtree(project / PRE_PULLER_COMPONENT)
+        return
+    profiles = project / PROFILES
+    if profiles.exists():
+        daemonset = project / PRE_PULLER_DAEMONSET
+        text, profiles_text = daemonset.read_text(encoding="utf-8"), profiles.read_text(encoding="utf-8")
+        text = add_pulls(text, profile_images(profiles_text))
+        daemonset.write_text(add_tolerations(text, profile_tolerations(profiles_text)), encoding="utf-8")
 
 
 def create_secrets_files(project, generated):
@@ -147,6 +254,10 @@ def main():
         (project / "k8s" / "namespace.yaml").unlink()
     about = keep_chosen_authenticator(project)
     generated = keep_chosen_proxy(project, about.get("generated_secrets") or {})
+    keep_chosen_pre_puller(project)
+    components = project / PROXY_COMPONENT.parent
+    if components.is_dir() and not any(components.iterdir()):
+        components.rmdir()  # no optional Component chosen
     needs_secrets = (project / "hub-secrets.env.example").exists()
     created = create_secrets_files(project, generated)
     if not needs_secrets or HUB_SECRETS != "existing-secret":

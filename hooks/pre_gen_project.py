@@ -44,6 +44,7 @@ CHOICES = {
     "registry_insecure": ("no", "yes"),
     "idle_culling": ("yes", "no"),
     "proxy": ("in-hub", "separate"),
+    "pre_puller": ("no", "yes"),
 }
 
 

@@ -54,6 +54,16 @@ CONFINED = {
     # How kaniko gets to the registry: Skaffold's build section, and the README's words on it.
     "kaniko_credentials": ("skaffold.yaml", "README.md"),
     "registry_insecure": ("skaffold.yaml", "README.md"),
+    # A DaemonSet that pulls the users' images on every node: its Component, the overlays that
+    # list it, and the README's words on it.
+    "pre_puller": (
+        "k8s/components/pre-puller/kustomization.yaml",
+        "k8s/components/pre-puller/pre-puller-daemonset.yaml",
+        "k8s/components/pre-puller/pre-puller-networkpolicy.yaml",
+        "k8s/overlays/development/kustomization.yaml",
+        "k8s/overlays/production/kustomization.yaml",
+        "README.md",
+    ),
 }
 CROSSED = {k: v for k, v in CHOICE_VARIABLES.items() if k not in CONFINED}
 # The bake matrix: all combinations of the other choices (the confined ones at their default).

@@ -88,6 +88,16 @@ def test_every_skip_says_why():
         assert match.group(1) in text and len(text) > 80, f"{match.group(1)}: no reason given above it ({text!r})"
 
 
+def test_every_skip_annotation_says_why():
+    """A resource that skips a check itself (checkov.io/skipN: "CKV_...=reason") gives a reason."""
+    found = 0
+    for path in (ROOT / "{{cookiecutter.project}}" / "k8s").rglob("*.yaml"):
+        for check, reason in re.findall(r'checkov\.io/skip\d+: "(CKV\w+)=([^"]*)"', path.read_text(encoding="utf-8")):
+            found += 1
+            assert len(reason) > 60, f"{path.name}: {check}: no reason given ({reason!r})"
+    assert found, "no checkov.io/skip annotation left: drop this test, or the pattern no longer fits"
+
+
 # A resource with a real fault, scanned along with the others: checkov must report it.
 PLANTED_FAULTS = {
     "privileged.yaml": ("CKV_K8S_16", lambda pod: pod["spec"]["containers"][0]["securityContext"].update(privileged=True)),
@@ -319,6 +329,20 @@ def test_checkov_fails_nothing_beyond_the_skip_list_on_any_render_or_dockerfile(
         {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}
     ]
     files["planted/exec.yaml"] = yaml.safe_dump_all(kept_apart(exec_role, "exec"), sort_keys=True)
+    # The skips a resource states itself (checkov.io/skipN annotations: the pre-puller's), each
+    # still needed: without its annotations (beside its render's NetworkPolicies, which the graph
+    # checks relate it to), exactly those checks fail on it, beyond the skip list.
+    annotated = {}
+    for objects in renders.values():
+        for obj in objects:
+            skips = {k: v for k, v in (obj["metadata"].get("annotations") or {}).items() if k.startswith("checkov.io/skip")}
+            if skips:
+                bare = copy.deepcopy(obj)
+                bare["metadata"]["annotations"] = {k: v for k, v in bare["metadata"]["annotations"].items() if k not in skips}
+                name = f"unannotated-{obj['kind']}-{obj['metadata']['name']}.yaml".lower()
+                policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+                files[f"planted/{name}"] = yaml.safe_dump_all([bare, *policies], sort_keys=True)
+                annotated[name] = {v.split("=", 1)[0] for v in skips.values()}
     for path, text in files.items():
         (scan / path).parent.mkdir(parents=True, exist_ok=True)
         (scan / path).write_text(text, encoding="utf-8")
@@ -343,6 +367,9 @@ def test_checkov_fails_nothing_beyond_the_skip_list_on_any_render_or_dockerfile(
     planted.update({"unfenced.yaml": "CKV2_K8S_6", "exec.yaml": "CKV2_K8S_2"})
     for name, check_id in planted.items():
         assert (check_id, f"/planted/{name}") in failed, f"checkov missed the planted fault {check_id} in {name}"
+    for name, checks in annotated.items():
+        found = {check for check, path in failed if path == f"/planted/{name}"} - skip_list()
+        assert found == checks, f"{name}: the annotations skip {sorted(checks)}, without them {sorted(found)} fail"
 
     skips = skip_list()
     real = {(check, path) for check, path in failed if not path.startswith("/planted/")}

@@ -330,6 +330,119 @@ def test_check_fails_on_planted_breakage(bake, check_env, tmp_path, name):
     assert f"check: {len(lines)} problem(s)" in result.stderr
 
 
+# --- 2b. The pre-puller pulls what users run (pre_puller=yes) -------------------------------
+
+# hub-config/profiles.yaml as the profiles option writes it (the profiles contract: KubeSpawner's
+# profile_list under `profiles:`; a profile without an image runs the users' image). Put into a
+# copy of the template, it stands for that option here.
+PROFILES = """\
+profiles:
+  - display_name: "Default"
+    slug: "default"
+    default: true
+    kubespawner_override: {cpu_limit: 2, mem_limit: "4G"}
+  - display_name: "Larger, the users' image named again"
+    slug: "large"
+    kubespawner_override:
+      cpu_limit: 4
+      mem_limit: "16G"
+      image: "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"
+      tolerations: [{key: hub.jupyter.org/dedicated, operator: Equal, value: user, effect: NoSchedule}]
+  - display_name: "GPU (PyTorch)"
+    slug: "gpu"
+    kubespawner_override:
+      image: "quay.io/jupyter/pytorch-notebook:cuda12-2025-01-06"
+      extra_resource_limits: {nvidia.com/gpu: "1"}
+      tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+  - display_name: "R, by digest"
+    slug: "R_stats"
+    kubespawner_override:
+      image: "quay.io/jupyter/r-notebook:2025-01-06@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+"""
+PROFILE_PULLS = [
+    ("pull-user-image", "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"),
+    ("pull-profile-gpu", "quay.io/jupyter/pytorch-notebook:cuda12-2025-01-06"),
+    ("pull-profile-r-stats", "quay.io/jupyter/r-notebook:2025-01-06@sha256:" + "0123456789abcdef" * 4),
+]
+
+
+def bake_with_profiles(tmp_path, **answers):
+    """A project baked from a copy of the template that has hub-config/profiles.yaml."""
+    from conftest import run_cookiecutter
+    from support.bakery import copy_template, hermetic_env
+
+    template = copy_template(tmp_path / "template")
+    (template / "{{cookiecutter.project}}" / "hub-config" / "profiles.yaml").write_text(PROFILES)
+    out = tmp_path / "out"
+    out.mkdir()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    args = [f"{k}={v}" for k, v in {"project": "with-profiles", "pre_puller": "yes", **answers}.items()]
+    result = run_cookiecutter(*args, cwd=out, env=hermetic_env(scratch), template=template)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out / "with-profiles"
+
+
+PROFILE_TOLERATIONS = [
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},  # the template's own: covers the GPU profile's
+    {"key": "hub.jupyter.org/dedicated", "operator": "Equal", "value": "user", "effect": "NoSchedule"},
+]
+
+
+def pre_puller_pulls(project):
+    daemonset = yaml.safe_load((project / "k8s/components/pre-puller/pre-puller-daemonset.yaml").read_text())
+    return [(c["name"], c["image"]) for c in daemonset["spec"]["template"]["spec"]["initContainers"]]
+
+
+def test_the_pre_puller_pulls_every_profiles_own_image_once_after_the_users(tmp_path):
+    """post_gen reads hub-config/profiles.yaml: each profile's own image gets an initContainer like
+    the users' image's (a profile without one, or naming the users' image, adds none), and each
+    toleration of a profile that the pre-puller's do not cover joins them."""
+    project = bake_with_profiles(tmp_path)
+    assert pre_puller_pulls(project) == PROFILE_PULLS
+    daemonset = yaml.safe_load((project / "k8s/components/pre-puller/pre-puller-daemonset.yaml").read_text())
+    assert daemonset["spec"]["template"]["spec"]["tolerations"] == PROFILE_TOLERATIONS
+    daemonset = yaml.safe_load((project / "k8s/components/pre-puller/pre-puller-daemonset.yaml").read_text())
+    first, *others = daemonset["spec"]["template"]["spec"]["initContainers"]
+    for other in others:
+        assert {k: v for k, v in other.items() if k not in ("name", "image")} == {k: v for k, v in first.items() if k not in ("name", "image")}
+    for overlay in OVERLAYS:
+        assert render(project, overlay).returncode == 0
+
+
+def test_check_passes_with_the_pre_puller(bake, check_env, tmp_path):
+    """pre_puller=yes beside proxy=separate (two Components), and with profiles of their own images."""
+    for project in (bake(pre_puller="yes", proxy="separate"), bake_with_profiles(tmp_path)):
+        result = check(project, check_env)
+        assert result.returncode == 0 and result.stdout.startswith(CHECK_OK), result.stdout + result.stderr
+        assert "the pre-puller pulls the users' images" in result.stdout
+
+
+def test_check_names_each_image_the_pre_puller_misses_or_pulls_for_nobody(check_env, tmp_path):
+    """A team adds a profile (an image and a node pool of its own) and removes another, Renovate
+    bumps USER_IMAGE alone, an overlay drops the Component: one line each."""
+    project = bake_with_profiles(tmp_path)
+    daemonset = "check: k8s/components/pre-puller/pre-puller-daemonset.yaml: "
+    profiles = yaml.safe_load(PROFILES)
+    profiles["profiles"] = [p for p in profiles["profiles"] if p["slug"] != "gpu"]
+    highmem = {"key": "example.org/highmem", "operator": "Exists", "effect": "NoSchedule"}
+    profiles["profiles"].append({"display_name": "Julia", "slug": "julia", "kubespawner_override": {
+        "image": "quay.io/jupyter/julia-notebook:2025-01-06", "tolerations": [highmem]}})  # fmt: skip
+    (project / "hub-config/profiles.yaml").write_text(yaml.safe_dump(profiles))
+    replace(project / "hub-config/jupyterhub_config.py", 'USER_IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"', 'USER_IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.5.0"')
+    replace(project / "k8s/overlays/production/kustomization.yaml", "  - ../../components/pre-puller\n", "")
+    result = check(project, check_env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        daemonset + "does not pull quay.io/jupyter/julia-notebook:2025-01-06 (the profile julia in hub-config/profiles.yaml): add an initContainer for it",
+        daemonset + "does not pull quay.io/jupyterhub/k8s-singleuser-sample:4.5.0 (USER_IMAGE in hub-config/jupyterhub_config.py): add an initContainer for it",
+        daemonset + "pulls quay.io/jupyter/pytorch-notebook:cuda12-2025-01-06, which neither USER_IMAGE nor a profile names: remove its initContainer",
+        daemonset + f"does not tolerate {json.dumps(highmem, sort_keys=True)}, which the profile julia tolerates: its nodes would not get the images;"
+        " add the toleration to the pre-puller",
+        "check: k8s/overlays/production: deploys no pre-puller: list ../../components/pre-puller under components:",
+    ], result.stdout
+
+
 def test_check_says_when_kubectl_is_missing(bake, check_env):
     python = Path(check_env["CHECK_VENV"]) / "bin" / "python"
     env = dict(check_env, PATH=str(Path(python).parent))
@@ -476,6 +589,7 @@ def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
     assert [e["file"] for e in actions] == [".github/workflows/check.yaml"]
     assert any(d["depName"] == "actions/checkout" and len(d.get("currentDigest", "")) == 40 for d in actions[0]["deps"])
     assert not [e for e in found if e["manager"] == "kustomize"], "the overlays' own image is no dependency"
+    assert not [e for e in found if e["manager"] == "kubernetes"], "pre_puller=no: no manifest for the kubernetes manager"
 
     # Each custom manager: exactly one file, one dependency, the line it is meant for.
     config = json.loads((project / "renovate.json").read_text())
@@ -494,6 +608,44 @@ def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
         assert dep["replaceString"].strip("\n") == the_line(project, file, start)
         if "@" in user_image and file == "hub-config/jupyterhub_config.py":
             assert dep["currentDigest"] == user_image.split("@")[1]
+
+
+def docker_deps(found, manager, file):
+    return [d for e in found if e["manager"] == manager and e["file"] == file for d in e["deps"] if d.get("datasource") == "docker"]
+
+
+def test_renovate_moves_the_pre_pullers_images_with_the_users_image(bake, tmp_path):
+    """pre_puller=yes: Renovate's kubernetes manager reads the DaemonSet's images, and the group
+    rule puts its copy of the users' image in the pull request that bumps USER_IMAGE (the pause
+    image gets pull requests of its own); without the rule it would not; the placeholder of a
+    built users' image is no dependency."""
+    project = bake(pre_puller="yes")
+    found = renovate_finds(project)
+    daemonset = "k8s/components/pre-puller/pre-puller-daemonset.yaml"
+    assert {e["file"] for e in found if e["manager"] == "kubernetes"} == {
+        "k8s/components/pre-puller/kustomization.yaml", daemonset, "k8s/components/pre-puller/pre-puller-networkpolicy.yaml"}
+    pulled = {d["depName"]: d for d in docker_deps(found, "kubernetes", daemonset)}
+    assert set(pulled) == {"quay.io/jupyterhub/k8s-singleuser-sample", "registry.k8s.io/pause"}
+    [user] = docker_deps(found, "customManagers[3]", "hub-config/jupyterhub_config.py")
+    copy = pulled["quay.io/jupyterhub/k8s-singleuser-sample"]
+    assert (copy["currentValue"], copy["replaceString"]) == ("4.4.0", "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0")
+    assert user["rules"]["groupName"] == copy["rules"]["groupName"] == "users' images"
+    assert pulled["registry.k8s.io/pause"]["rules"]["groupName"] is None
+
+    ungrouped = tmp_path / "ungrouped"
+    shutil.copytree(project, ungrouped, symlinks=True)
+    config = json.loads((ungrouped / "renovate.json").read_text())
+    [group] = [rule for rule in config["packageRules"] if rule.get("groupName") == "users' images"]
+    group["matchFileNames"].remove(daemonset)
+    (ungrouped / "renovate.json").write_text(json.dumps(config))
+    copies = {d["depName"]: d["rules"] for d in docker_deps(renovate_finds(ungrouped), "kubernetes", daemonset)}
+    assert copies["quay.io/jupyterhub/k8s-singleuser-sample"]["groupName"] is None, "the group rule is not what groups them"
+
+    built = tmp_path / "built"
+    shutil.copytree(project, built, symlinks=True)
+    replace(built / daemonset, 'image: "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"', 'image: "jupyterhub-user"')
+    copies = {d["depName"]: d["rules"] for d in docker_deps(renovate_finds(built), "kubernetes", daemonset)}
+    assert copies["jupyterhub-user"]["enabled"] is False
 
 
 def dockerfile_arg(project, name):

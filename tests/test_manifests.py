@@ -373,6 +373,31 @@ def test_overlay_renders_and_validates(bake, combo, overlay):
     check_overlay(project, overlay, context)
 
 
+# pre_puller is confined (conftest.CONFINED), not crossed: its Component with the proxy in the
+# hub and beside the separate proxy's Component.
+PRE_PULLER_COMBOS = [dict(MATRIX[0], pre_puller="yes"), dict(MATRIX[-1], proxy="separate", pre_puller="yes")]
+
+
+@pytest.mark.parametrize("combo", PRE_PULLER_COMBOS, ids=combo_id)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_with_the_pre_puller_renders_and_validates(bake, combo, overlay):
+    project = bake(**combo)
+    context = {
+        "namespace": "jupyterhub",
+        "hostname": "jupyterhub-jupyterhub.127.0.0.1.nip.io",
+        "registry": "jupyterhub-registry.127.0.0.1.nip.io",
+        "image_name": "jupyterhub",
+        **combo,
+    }
+    objects = check_overlay(project, overlay, context)
+    suffix = {"production": "", "development": "-dev"}[overlay]
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert {("DaemonSet", f"pre-puller{suffix}"), ("NetworkPolicy", f"pre-puller{suffix}")} <= names, names
+    [daemonset] = [o for o in objects if o["kind"] == "DaemonSet"]
+    # The overlay's instance label reaches the selector, so two hubs' pre-pullers never share pods.
+    assert daemonset["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == overlay
+
+
 @pytest.mark.parametrize("variant", TEXT_VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_text_variables_reach_the_manifests(bake, variant, overlay):

@@ -289,7 +289,7 @@ def answers(case):
     """What the table's `when` and endpoints read of a combination."""
     from test_security import context_of
 
-    keys = ("authenticator", "idle_culling", "ingress_controller_namespace", "__oauth_token_url", "__oauth_userdata_url", "proxy")
+    keys = ("authenticator", "idle_culling", "ingress_controller_namespace", "__oauth_token_url", "__oauth_userdata_url", "proxy", "pre_puller")
     return {k: v for k, v in context_of(case).items() if k in keys}
 
 
@@ -389,3 +389,28 @@ def test_the_table_lists_every_path_the_issue_names():
     for wanted in ("ingress controller to the proxy's public port", "proxy to the user servers", "user servers to the hub API",
                    "hub to the API server", "hub to DNS", "hub to the identity provider", "idle culler to the hub API"):
         assert wanted in names, wanted
+
+
+def test_the_table_catches_a_pre_puller_that_talks(rendered):
+    """pre_puller=yes: its pods talk to nothing; each way of opening them, or of losing them, is reported."""
+    case = dict(CASES[0], pre_puller="yes")
+    docs, hub_config = rendered(case, "production")
+    assert table_check(docs, hub_config, answers(case)) == []
+
+    def policy(d):
+        return one(d, "NetworkPolicy", "pre-puller")["spec"]
+
+    faults = {
+        "no policy": lambda d: d.remove(one(d, "NetworkPolicy", "pre-puller")),
+        "egress anywhere": lambda d: policy(d).update(egress=[{}]),
+        "DNS": lambda d: policy(d).update(egress=[{"ports": [{"port": 53, "protocol": "UDP"}]}]),
+        "ingress from anyone": lambda d: policy(d).update(ingress=[{}]),
+        "egress not restricted": lambda d: policy(d).update(policyTypes=["Ingress"]),
+        "a selector that misses its pod": lambda d: policy(d)["podSelector"]["matchLabels"].update(
+            {"app.kubernetes.io/component": "image-puller"}),
+        "no pre-puller at all": lambda d: d.remove(one(d, "DaemonSet")),
+    }  # fmt: skip
+    for what, change in faults.items():
+        mutated = copy.deepcopy(docs)
+        change(mutated)
+        assert table_check(mutated, hub_config, answers(case)), f"not caught: {what}"

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 import pytest
 
 from conftest import CHOICE_VARIABLES, CONFINED, MATRIX, OVERLAYS, ROOT, TEMPLATE, combo_id, need_tool
-from support import fast_yaml
+from support import fast_yaml, pod_security
 from support.envfile import env_file
 from support.labels import selects
 from support.netpol import (
@@ -73,7 +73,7 @@ ROLE_NEEDS_WITH_STORAGE = {**ROLE_NEEDS, "persistentvolumeclaims": {"get", "crea
 # Kinds a namespace owner may create; anything else in a render is a finding.
 NAMESPACED_KINDS = {
     "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "Deployment",
-    "Service", "Ingress", "NetworkPolicy", "Secret", "ConfigMap",
+    "Service", "Ingress", "NetworkPolicy", "Secret", "ConfigMap", "DaemonSet",
 }  # fmt: skip
 
 # Volume types the restricted Pod Security Standard allows.
@@ -91,6 +91,8 @@ EXTRA_CASES = [
     dict(MATRIX[7], namespace="team-hub", ingress_controller_namespace="traefik"),
     # The choices not crossed with the matrix (conftest.CONFINED), at their other values.
     *(dict(MATRIX[0], **{name: value}) for name in CONFINED for value in CHOICE_VARIABLES[name][1:]),
+    # The pre-puller's Component beside the separate proxy's, both in the overlays' components:.
+    dict(MATRIX[-1], proxy="separate", pre_puller="yes"),
 ]
 CASES = MATRIX + EXTRA_CASES
 
@@ -329,6 +331,185 @@ def check_proxy_pod(docs):
     if pod["spec"].get("serviceAccountName", "default") != "default":
         problems.append(f"proxy: runs as service account {pod['spec']['serviceAccountName']}, which may hold rights")
     return problems
+
+
+# pre_puller=yes: what a pod on every node may take (requests), and at most use (limits).
+PRE_PULLER_MAX_REQUESTS = {"cpu": 0.01, "memory": 16 * 2**20}
+PRE_PULLER_MAX_LIMITS = {"cpu": 0.1, "memory": 64 * 2**20}
+# The taint of the GPU nodes the GPU profile's pods tolerate.
+GPU_TAINT = {"key": "nvidia.com/gpu", "effect": "NoSchedule"}
+
+
+def quantity(value):
+    """A Kubernetes CPU or memory quantity as a number (cores, bytes)."""
+    text = str(value)
+    for suffix, factor in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("m", 1e-3), ("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def pre_pullers(docs):
+    return [d for d in docs if d["kind"] == "DaemonSet" and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "pre-puller"]
+
+
+def users_images(hub_config):
+    """The images the hub starts user servers from: KubeSpawner's image, and each profile's own."""
+    spawner = hub_config.KubeSpawner
+    images = {spawner.image}
+    for profile in spawner.get("profile_list", None) or []:
+        image = (profile.get("kubespawner_override") or {}).get("image")
+        if image:
+            images.add(image)
+    return images
+
+
+def tolerates(tolerations, taint):
+    return any(
+        t.get("key") == taint["key"] and t.get("operator") == "Exists" and t.get("effect") in (None, taint["effect"])
+        for t in tolerations or []
+    )
+
+
+def profile_taints(hub_config):
+    """(profile, key, value, effect) of each taint a profile's tolerations let its pods onto (a
+    toleration of no effect: each effect; Exists: some value of the key)."""
+    found = []
+    for profile in hub_config.KubeSpawner.get("profile_list", None) or []:
+        for toleration in (profile.get("kubespawner_override") or {}).get("tolerations") or []:
+            for effect in [toleration["effect"]] if toleration.get("effect") else ["NoSchedule", "PreferNoSchedule", "NoExecute"]:
+                value = "any-value" if toleration.get("operator") == "Exists" else toleration.get("value")
+                found.append((profile.get("slug"), toleration.get("key"), value, effect))
+    return found
+
+
+def tolerated_taint(tolerations, key, value, effect):
+    """Whether a pod with these tolerations may run on a node with this taint (Kubernetes' rule)."""
+    for t in tolerations or []:
+        if t.get("effect") and t["effect"] != effect:
+            continue
+        if t.get("operator") == "Exists" and (not t.get("key") or t["key"] == key):
+            return True
+        if t.get("operator", "Equal") == "Equal" and t.get("key") == key and t.get("value") == value:
+            return True
+    return False
+
+
+def check_pre_puller(docs, hub_config, wanted):
+    """pre_puller=yes: one DaemonSet whose pod meets the restricted profile (by the checks above
+    and by the emulated cluster's Pod Security admission), without a token or rights, each of its
+    containers read-only with small requests and limits, on the GPU nodes too, updated a few nodes
+    at a time, and pulling exactly the images the hub starts users from, each once.
+    pre_puller=no: none."""
+    daemonsets = pre_pullers(docs)
+    if not wanted:
+        return [f"pre_puller=no, but the render holds DaemonSet/{d['metadata']['name']}" for d in daemonsets]
+    if len(daemonsets) != 1:
+        return [f"pre_puller=yes: expected one pre-puller DaemonSet, found {len(daemonsets)}"]
+    [daemonset] = daemonsets
+    pod = daemonset["spec"]["template"]
+    spec = pod["spec"]
+    problems = [f"pre-puller: {p}" for p in check_restricted_pod(pod)]
+    problems += [f"pre-puller: Pod Security admission (restricted): {check}: {why}" for check, why in pod_security.violations(pod, "restricted")]
+    if spec.get("automountServiceAccountToken") is not False:
+        problems.append("pre-puller: the pod gets a Kubernetes API token (automountServiceAccountToken is not false)")
+    if spec.get("serviceAccountName", "default") != "default":
+        problems.append(f"pre-puller: runs as service account {spec['serviceAccountName']}, which may hold rights")
+    containers = [("initContainer", c) for c in spec.get("initContainers") or []] + [("container", c) for c in spec["containers"]]
+    for kind, container in containers:
+        where = f"pre-puller: {kind} {container['name']}"
+        if (container.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where}: the root file system is writable")
+        resources = container.get("resources") or {}
+        for part, most in (("requests", PRE_PULLER_MAX_REQUESTS), ("limits", PRE_PULLER_MAX_LIMITS)):
+            for resource, bound in most.items():
+                value = (resources.get(part) or {}).get(resource)
+                if value is None:
+                    problems.append(f"{where}: no {resource} {part[:-1]}")
+                elif quantity(value) > bound:
+                    problems.append(f"{where}: {resource} {part[:-1]} {value}, more than a pod on every node should take")
+    if not tolerates(spec.get("tolerations"), GPU_TAINT):
+        problems.append(f"pre-puller: does not tolerate the GPU nodes' taint {GPU_TAINT}")
+    for profile, key, value, effect in profile_taints(hub_config):
+        if not tolerated_taint(spec.get("tolerations"), key, value, effect):
+            problems.append(f"pre-puller: does not reach nodes tainted {key}={value}:{effect}, where the profile {profile} runs")
+    strategy = daemonset["spec"].get("updateStrategy") or {}
+    unavailable = str((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1))
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        problems.append(f"pre-puller: updateStrategy {strategy.get('type')}: a changed image would reach no node until pods are deleted")
+    elif unavailable.endswith("%") and float(unavailable[:-1]) >= 100:
+        problems.append(f"pre-puller: maxUnavailable {unavailable}: every node would replace its puller, and pull, at once")
+    if len(spec["containers"]) != 1 or not spec["containers"][0]["image"].startswith("registry.k8s.io/pause:"):
+        problems.append(f"pre-puller: its one container should be a pinned pause image, not {[c['image'] for c in spec['containers']]}")
+    pulled = [c["image"] for c in spec.get("initContainers") or []]
+    for image in sorted(users_images(hub_config) - set(pulled)):
+        problems.append(f"pre-puller: does not pull {image}, which the hub starts users from")
+    for image in sorted(set(pulled) - users_images(hub_config)):
+        problems.append(f"pre-puller: pulls {image}, which the hub starts no user from")
+    for image in sorted({i for i in pulled if pulled.count(i) > 1}):
+        problems.append(f"pre-puller: pulls {image} more than once")
+    return problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("case", CASES, ids=combo_id)
+def test_pre_puller_is_restricted_tokenless_small_and_pulls_the_users_images(render, case, overlay):
+    docs, hub_config, _ = render(case, overlay)
+    assert_no_problems(check_pre_puller(docs, hub_config, case.get("pre_puller", TEMPLATE["pre_puller"][0]) == "yes"))
+
+
+def test_pre_puller_checks_catch_planted_faults(render):
+    import copy
+
+    case = dict(MATRIX[0], pre_puller="yes")
+    docs, hub_config, _ = render(case, "production")
+    assert check_pre_puller(docs, hub_config, True) == []
+    assert check_pre_puller(docs, hub_config, False), "not caught: a pre-puller where none was chosen"
+    assert check_pre_puller(render(MATRIX[0], "production")[0], hub_config, True), "not caught: no pre-puller"
+
+    def daemonset(d):
+        return pre_pullers(d)[0]["spec"]
+
+    def pull(d):
+        return daemonset(d)["template"]["spec"]["initContainers"][0]
+
+    def pause(d):
+        return daemonset(d)["template"]["spec"]["containers"][0]
+
+    faults = {
+        "an API token": lambda d: daemonset(d)["template"]["spec"].pop("automountServiceAccountToken"),
+        "the hub's service account": lambda d: daemonset(d)["template"]["spec"].update(serviceAccountName="hub"),
+        "a pull as root": lambda d: pull(d)["securityContext"].update(runAsUser=0),
+        "a privileged pause": lambda d: pause(d)["securityContext"].update(privileged=True),
+        "privilege escalation": lambda d: pull(d)["securityContext"].pop("allowPrivilegeEscalation"),
+        "no seccomp profile": lambda d: daemonset(d)["template"]["spec"]["securityContext"].pop("seccompProfile"),
+        "a host path": lambda d: daemonset(d)["template"]["spec"].update(volumes=[{"name": "h", "hostPath": {"path": "/"}}]),
+        "a writable root": lambda d: pause(d)["securityContext"].pop("readOnlyRootFilesystem"),
+        "no memory limit on a pull": lambda d: pull(d)["resources"]["limits"].pop("memory"),
+        "a big request": lambda d: pause(d)["resources"]["requests"].update(memory="1Gi"),
+        "no GPU toleration": lambda d: daemonset(d)["template"]["spec"].pop("tolerations"),
+        "every node at once": lambda d: daemonset(d)["updateStrategy"]["rollingUpdate"].update(maxUnavailable="100%"),
+        "never updated": lambda d: daemonset(d).update(updateStrategy={"type": "OnDelete"}),
+        "the users' image not pulled": lambda d: daemonset(d)["template"]["spec"].pop("initContainers"),
+        "an image nobody uses": lambda d: pull(d).update(image="quay.io/jupyter/base-notebook:2025-01-06"),
+        "a pull twice": lambda d: daemonset(d)["template"]["spec"]["initContainers"].append(copy.deepcopy(pull(d))),
+        "no pause": lambda d: pause(d).update(image="quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"),
+    }
+    for what, change in faults.items():
+        mutated = copy.deepcopy(docs)
+        change(mutated)
+        assert check_pre_puller(mutated, hub_config, True), f"not caught: {what}"
+    # Profiles (KubeSpawner's profile_list): an image of its own, and a node pool of its own.
+    gpu_toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    for what, override, caught in (
+        ("a profile's own image", {"image": "quay.io/jupyter/pytorch-notebook:cuda12-2025-01-06"}, True),
+        ("a profile's taint", {"tolerations": [{"key": "example.org/highmem", "operator": "Equal", "value": "yes"}]}, True),
+        ("the GPU taint, tolerated", {"tolerations": [gpu_toleration]}, False),
+        ("the users' image again", {"image": hub_config.KubeSpawner.image}, False),
+    ):
+        planted = copy.deepcopy(hub_config)
+        planted.KubeSpawner.profile_list = [{"slug": "planted", "kubespawner_override": override}]
+        assert bool(check_pre_puller(docs, planted, True)) == caught, f"{'not caught' if caught else 'a false alarm'}: {what}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

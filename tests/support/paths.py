@@ -103,6 +103,11 @@ def endpoints(docs, hub_config, case, user_labels, user_port, template_defaults)
         urls = [u for u in urls if "{{" not in u] or ["https://idp.example.org/token"]
         found["oauth-provider"] = [Endpoint(f"oauth-provider port {p}", "203.0.113.50", port=p) for p in sorted(url_ports(urls))]
     found["hub-loopback"] = [Endpoint("hub-loopback", "127.0.0.1", namespace, template["metadata"]["labels"], container_ports(template))]
+    # pre_puller=yes: the DaemonSet's pod (its containers declare no ports).
+    for daemonset in (d for d in docs if d["kind"] == "DaemonSet"):
+        labels = daemonset["spec"]["template"]["metadata"]["labels"]
+        if labels.get("app.kubernetes.io/component") == "pre-puller":
+            found["pre-puller"] = [Endpoint("pre-puller", "10.244.1.40", daemonset["metadata"]["namespace"], labels, container_ports(daemonset["spec"]["template"]))]
     return found
 
 
@@ -237,6 +242,9 @@ def row_problems(row, docs, found, hub_config, want_open):
     if row["to"] == "hub-loopback":
         is_open = loopback_row_open(hub_config, docs, found)
         return [] if is_open == want_open else [f"{row['name']}: {'closed' if want_open else 'open'} (hub_connect_url)"]
+    missing = [end for end in (row["from"], row["to"]) if end not in found]
+    if missing:
+        return [f"{row['name']}: the render has no {', '.join(missing)}"]
     problems = []
     for source, destination, port, protocol in connections(row, found, hub_config):
         if port is None:
