@@ -26,6 +26,9 @@ KANIKO_CREDENTIALS = {{ cookiecutter.kaniko_credentials | tojson }}
 KANIKO_SECRET_NAME = {{ cookiecutter.__kaniko_secret_name | tojson }}
 CREATE_NAMESPACE = {{ cookiecutter.create_namespace | tojson }}
 PROXY = {{ cookiecutter.proxy | tojson }}
+PROFILES = {{ cookiecutter.profiles | tojson }}
+# The line of hub-config/kustomization.yaml after which profiles.yaml joins the ConfigMap.
+CONFIG_MAP_LAST_FILE = "      - hub_helpers.py\n"
 # proxy=separate: the Component, and the bytes of randomness of the token it shares with the hub.
 PROXY_COMPONENT = Path("k8s", "components", "separate-proxy")
 PROXY_TOKEN_BYTES = 32
@@ -70,6 +73,19 @@ def keep_chosen_proxy(project, generated):
     example.write_text(before + ("\n" if before else "") + fragment.read_text(encoding="utf-8"), encoding="utf-8")
     fragment.unlink()
     return {**generated, "CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN_BYTES}
+
+
+def keep_chosen_profiles(project):
+    """profile_list: hub-config/profiles.yaml joins the hub's ConfigMap (its kustomization
+    lists it; jupyterhub_config.py loads it). none: the file goes."""
+    hub_config = project / "hub-config"
+    if PROFILES != "profile_list":
+        (hub_config / "profiles.yaml").unlink()
+        return
+    kustomization = hub_config / "kustomization.yaml"
+    text = kustomization.read_text(encoding="utf-8")
+    assert text.count(CONFIG_MAP_LAST_FILE) == 1, f"hub-config/kustomization.yaml lost its line {CONFIG_MAP_LAST_FILE!r}"
+    kustomization.write_text(text.replace(CONFIG_MAP_LAST_FILE, CONFIG_MAP_LAST_FILE + "      - profiles.yaml\n"), encoding="utf-8")
 
 
 def create_secrets_files(project, generated):
@@ -146,6 +162,7 @@ def main():
         # The namespace exists (a platform made it): nothing here creates it.
         (project / "k8s" / "namespace.yaml").unlink()
     about = keep_chosen_authenticator(project)
+    keep_chosen_profiles(project)
     generated = keep_chosen_proxy(project, about.get("generated_secrets") or {})
     needs_secrets = (project / "hub-secrets.env.example").exists()
     created = create_secrets_files(project, generated)
