@@ -54,6 +54,10 @@ CONFINED = {
     # How kaniko gets to the registry: Skaffold's build section, and the README's words on it.
     "kaniko_credentials": ("skaffold.yaml", "README.md"),
     "registry_insecure": ("skaffold.yaml", "README.md"),
+    # The users' environments: the hub's configuration (its flag, and the file it loads, which
+    # the ConfigMap lists) and the README's section on them.
+    "profiles": ("hub-config/jupyterhub_config.py", "hub-config/profiles.yaml", "hub-config/kustomization.yaml", "README.md"),
+    "named_servers": ("hub-config/jupyterhub_config.py", "README.md"),
 }
 CROSSED = {k: v for k, v in CHOICE_VARIABLES.items() if k not in CONFINED}
 # The bake matrix: all combinations of the other choices (the confined ones at their default).

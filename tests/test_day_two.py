@@ -454,8 +454,9 @@ USER_IMAGE_DIGEST = "quay.io/jupyter/scipy-notebook:2025-01-06@sha256:" + "01234
 
 @pytest.mark.parametrize(
     "answers",
-    [{}, {"user_image": USER_IMAGE_DIGEST, "hub_version": "4.3.0"}, {"user_image": "localhost:5000/team/notebook:1.2"}],
-    ids=["default", "digest", "registry-port"],
+    [{}, {"user_image": USER_IMAGE_DIGEST, "hub_version": "4.3.0"}, {"user_image": "localhost:5000/team/notebook:1.2"},
+     {"profiles": "profile_list"}],
+    ids=["default", "digest", "registry-port", "profiles"],
 )
 def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
     project = bake(**answers)
@@ -486,7 +487,21 @@ def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
         ("hub-config/jupyterhub_config.py", "USER_IMAGE = ", *user_image.split("@")[0].rsplit(":", 1)),
         ("skaffold.yaml", "        image: ", "ghcr.io/osscontainertools/kaniko", "v1.28.3"),
     ]
-    assert len(config["customManagers"]) == len(expected)
+    assert len(config["customManagers"]) == len(expected) + 1
+    # The last: each profile's own image in hub-config/profiles.yaml, with profiles=profile_list
+    # only (the file is not generated otherwise), every image: line and nothing else.
+    profiles = [e for e in found if e["manager"] == f"customManagers[{len(expected)}]"]
+    if answers.get("profiles") == "profile_list":
+        [entry] = profiles
+        assert entry["file"] == "hub-config/profiles.yaml"
+        lines = [line for line in (project / entry["file"]).read_text().splitlines() if line.strip().startswith("image:")]
+        images = [p["kubespawner_override"]["image"] for p in yaml.safe_load((project / entry["file"]).read_text())["profiles"]
+                  if "image" in p["kubespawner_override"]]  # fmt: skip
+        assert len(images) >= 2 and len(lines) == len(images), lines
+        assert [d["replaceString"].strip("\n") for d in entry["deps"]] == lines
+        assert [f"{d['depName']}:{d['currentValue']}" for d in entry["deps"]] == images
+    else:
+        assert profiles == [], profiles
     for index, (file, start, name, value) in enumerate(expected):
         where, dep = only_dep(found, f"customManagers[{index}]")
         assert where == file
@@ -494,6 +509,33 @@ def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
         assert dep["replaceString"].strip("\n") == the_line(project, file, start)
         if "@" in user_image and file == "hub-config/jupyterhub_config.py":
             assert dep["currentDigest"] == user_image.split("@")[1]
+
+
+def test_renovate_compares_jupyter_date_tags_as_dates(bake):
+    """The packageRule for Jupyter Docker Stacks' date tags, through Renovate's own versioning
+    code: a later week is an update, a CUDA build stays a CUDA build; Docker's versioning
+    (Renovate's default for images) sees no update at all."""
+    renovate_tool("renovate")
+    config = json.loads((bake(profiles="profile_list") / "renovate.json").read_text())
+    [rule] = [r for r in config["packageRules"] if r.get("versioning", "").startswith("regex:")]
+    images = [p["kubespawner_override"]["image"] for p in yaml.safe_load((bake(profiles="profile_list") / "hub-config/profiles.yaml").read_text())["profiles"]
+              if "image" in p["kubespawner_override"]]  # fmt: skip
+    pattern = rule["versioning"][len("regex:"):]
+    program = f"""
+const regex = await import({json.dumps(str(RENOVATE / "dist/modules/versioning/regex/index.js"))});
+const docker = (await import({json.dumps(str(RENOVATE / "dist/modules/versioning/docker/index.js"))})).api;
+const v = new regex.RegExpVersioningApi({json.dumps(pattern)});
+const [current, later, other] = JSON.parse(process.argv[1]);
+console.log(JSON.stringify([v.isValid(current), v.isCompatible(later, current) && v.isGreaterThan(later, current),
+  v.isCompatible(other, current), docker.isCompatible(later, current) && docker.isGreaterThan(later, current)]));
+"""
+    for image in images:
+        tag = image.split("@")[0].rsplit(":", 1)[1]
+        assert re.fullmatch(rule["matchCurrentValue"].strip("/"), tag), tag
+        later = tag[:-10] + "2099-01-05"
+        other = ("2099-01-05" if tag.startswith("cuda") else "cuda12-2099-01-05")
+        result = run(need_tool("node"), "--input-type=module", "-e", program, json.dumps([tag, later, other]), cwd=ROOT)
+        assert json.loads(result.stdout) == [True, True, False, False], (tag, result.stdout)
 
 
 def dockerfile_arg(project, name):
