@@ -204,7 +204,8 @@ CHECK_OK = "check: ok: 2 overlays render and are valid for Kubernetes 1.25.0 and
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
+# The choices not crossed with the matrix that change the hub's configuration (conftest.CONFINED), too.
+@pytest.mark.parametrize("combo", MATRIX + [dict(MATRIX[-1], profiles="profile_list", named_servers="yes")], ids=combo_id)
 def test_check_passes_on_every_combination(bake, check_env, combo):
     """scripts/check judges each input on its own (an overlay from k8s/, skaffold.yaml
     against the renders, the Dockerfile, each Python file), so it runs once per distinct
