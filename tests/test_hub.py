@@ -653,11 +653,24 @@ def test_user_pod_of_a_profile_on_a_named_server(bake, tmp_path, monkeypatch):
         assert user_pod_security_problems(pod) == [], summary
     assert any("nvidia.com/gpu" in p["kubespawner_override"].get("extra_resource_limits", {}) for p in profiles)
     # Without a choice (the REST API without user_options), the default profile, on the default server.
-    _, (_, pod) = built_user_pod(project, tmp_path / "none", monkeypatch, objects, secrets_env(project, "native"), user_options={})
+    env, (_, pod) = built_user_pod(project, tmp_path / "none", monkeypatch, objects, secrets_env(project, "native"), user_options={})
     [default] = [p for p in profiles if p.get("default")]
     assert pod["spec"]["containers"][0]["image"] == default["kubespawner_override"].get("image", user_image)
     assert float(pod["spec"]["containers"][0]["resources"]["limits"]["cpu"]) == default["kubespawner_override"]["cpu_limit"]
-    assert pod["metadata"]["name"].endswith("jupyter-alice")
+    assert pod["metadata"]["name"] == f"{env['HUB_USER_OBJECT_PREFIX']}jupyter-alice"
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v] == [
+        f"{env['HUB_USER_OBJECT_PREFIX']}claim-alice"
+    ], "the default server's claim is named as without named servers"
+    # Whatever the user name (escaped, long): the default server's claim keeps its name when
+    # named servers are turned on, and a named server's differs from it.
+    plain = bake(**dict(case, named_servers="no"))
+    for username in ("ada.lovelace@example.org", "Ünïcode-Üser", "x" * 46):
+        names = {}
+        for which, source in (("no", plain), ("yes", project)):
+            _, (_, built) = built_user_pod(source, tmp_path / f"{which}-{len(names)}-{username[:3]}", monkeypatch, None,
+                                           secrets_env(source, "native"), username=username, user_options={})  # fmt: skip
+            names[which] = [v["persistentVolumeClaim"]["claimName"] for v in built["spec"]["volumes"] if "persistentVolumeClaim" in v]
+        assert names["yes"] == names["no"] and len(names["no"]) == 1, (username, names)
 
 
 def labels_of(pod):

@@ -197,9 +197,18 @@ else:
     c.KubeSpawner.storage_pvc_ensure = True
     # Pinned (KubeSpawner 7's default, written out): were a KubeSpawner upgrade to change
     # its default, every user would get a new, empty volume and the old one would be orphaned.
-    # A named server's claim is claim-<user>--<server>: a volume of its own, not the user's
-    # default server's home.
+    # A named server's claim is claim-<user>--<server> (below): a volume of its own, not the
+    # user's default server's home.
     c.KubeSpawner.pvc_name_template = USER_OBJECT_PREFIX + "claim-{user_server}"
+    if NAMED_SERVERS:
+        # claim-<user>--<server> for a named server, and for a default one claim-<user> as
+        # before (KubeSpawner drops the "--" of an empty server name; for a user name of more
+        # than 46 characters {user_server} was hashed, but KubeSpawner 7 keeps the claim name
+        # it used in the hub's database, remember_pvc_name, so no volume is detached).
+        # Written with {servername} because KubeSpawner 7 deletes a named server's claim (when
+        # the server or its user is deleted) only if the template names {servername}; with
+        # {user_server} it takes the claim for the default server's, and leaves it behind.
+        c.KubeSpawner.pvc_name_template = USER_OBJECT_PREFIX + "claim-{username}--{servername}"
     c.KubeSpawner.storage_capacity = USER_STORAGE_SIZE
     c.KubeSpawner.storage_access_modes = ["ReadWriteOnce"]
     c.KubeSpawner.storage_class = STORAGE_CLASS or None
