@@ -566,8 +566,12 @@ def test_user_volume_names_are_pinned_to_kubespawner_7s_default(bake):
     from kubespawner import KubeSpawner
 
     config = (bake(user_storage="yes") / "hub-config/jupyterhub_config.py").read_text()
-    (pinned,) = re.findall(r'^\s*c\.KubeSpawner\.pvc_name_template = USER_OBJECT_PREFIX \+ "([^"]+)"$', config, re.M)
+    (pinned, named) = re.findall(r'^\s*c\.KubeSpawner\.pvc_name_template = USER_OBJECT_PREFIX \+ "([^"]+)"$', config, re.M)
     assert pinned == KubeSpawner.pvc_name_template.default_value == "claim-{user_server}"
+    # With named servers, the same name for a default server (test_hub.py holds it to that for
+    # several user names), written with {servername}: KubeSpawner deletes a named server's claim
+    # only then.
+    assert named == "claim-{username}--{servername}" and re.search(r"^    if NAMED_SERVERS:\n(        #.*\n)*        c\.KubeSpawner\.pvc_name_template", config, re.M)
     (pod,) = re.findall(r'^c\.KubeSpawner\.pod_name_template = USER_OBJECT_PREFIX \+ "([^"]+)"$', config, re.M)
     assert pod == KubeSpawner.pod_name_template.default_value == "jupyter-{user_server}"
     # Production's prefix is empty: its names are KubeSpawner's own, as before the overlays split.

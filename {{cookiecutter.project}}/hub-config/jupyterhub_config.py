@@ -145,7 +145,7 @@ c.KubeSpawner.namespace = NAMESPACE
 c.KubeSpawner.hub_connect_url = f"http://{HUB_SERVICE_NAME}.{NAMESPACE}.svc:{HUB_PORT}"
 # This hub's users' pods: their names, and the label that the NetworkPolicies of this
 # hub select them by (k8s/overlays/*/kustomization.yaml puts it on this hub's objects).
-# {user_server} is KubeSpawner's escaped user name, and for a named server
+# {user_server} is KubeSpawner's safe slug of the user name, and for a named server
 # <user>--<server> (hashed when long): every server is a pod of its own.
 c.KubeSpawner.pod_name_template = USER_OBJECT_PREFIX + "jupyter-{user_server}"
 c.KubeSpawner.extra_labels = {"app.kubernetes.io/instance": INSTANCE}
