@@ -27,6 +27,9 @@ KANIKO_CREDENTIALS = {{ cookiecutter.kaniko_credentials | tojson }}
 KANIKO_SECRET_NAME = {{ cookiecutter.__kaniko_secret_name | tojson }}
 CREATE_NAMESPACE = {{ cookiecutter.create_namespace | tojson }}
 PROXY = {{ cookiecutter.proxy | tojson }}
+PROFILES = {{ cookiecutter.profiles | tojson }}
+# The line of hub-config/kustomization.yaml after which profiles.yaml joins the ConfigMap.
+CONFIG_MAP_LAST_FILE = "      - hub_helpers.py\n"
 # proxy=separate: the Component, and the bytes of randomness of the token it shares with the hub.
 PROXY_COMPONENT = Path("k8s", "components", "separate-proxy")
 PROXY_TOKEN_BYTES = 32
@@ -34,7 +37,7 @@ PRE_PULLER = {{ cookiecutter.pre_puller | tojson }}
 # pre_puller=yes: the Component, its DaemonSet, and the profiles whose images it pulls too.
 PRE_PULLER_COMPONENT = Path("k8s", "components", "pre-puller")
 PRE_PULLER_DAEMONSET = PRE_PULLER_COMPONENT / "pre-puller-daemonset.yaml"
-PROFILES = Path("hub-config", "profiles.yaml")
+PROFILES_FILE = Path("hub-config", "profiles.yaml")
 # The two hubs' addresses (templates/derived.jinja's public_url and development_url; hooks
 # are rendered without the template's loader): `skaffold run` deploys the development one.
 SCHEME = "https" if TLS == "yes" else "http"
@@ -171,12 +174,25 @@ def keep_chosen_pre_puller(project):
     if PRE_PULLER != "yes":
         shutil.rmtree(project / PRE_PULLER_COMPONENT)
         return
-    profiles = project / PROFILES
+    profiles = project / PROFILES_FILE
     if profiles.exists():
         daemonset = project / PRE_PULLER_DAEMONSET
         text, profiles_text = daemonset.read_text(encoding="utf-8"), profiles.read_text(encoding="utf-8")
         text = add_pulls(text, profile_images(profiles_text))
         daemonset.write_text(add_tolerations(text, profile_tolerations(profiles_text)), encoding="utf-8")
+
+
+def keep_chosen_profiles(project):
+    """profile_list: hub-config/profiles.yaml joins the hub's ConfigMap (its kustomization
+    lists it; jupyterhub_config.py loads it). none: the file goes."""
+    hub_config = project / "hub-config"
+    if PROFILES != "profile_list":
+        (project / PROFILES_FILE).unlink()
+        return
+    kustomization = hub_config / "kustomization.yaml"
+    text = kustomization.read_text(encoding="utf-8")
+    assert text.count(CONFIG_MAP_LAST_FILE) == 1, f"hub-config/kustomization.yaml lost its line {CONFIG_MAP_LAST_FILE!r}"
+    kustomization.write_text(text.replace(CONFIG_MAP_LAST_FILE, CONFIG_MAP_LAST_FILE + "      - profiles.yaml\n"), encoding="utf-8")
 
 
 def create_secrets_files(project, generated):
@@ -253,6 +269,7 @@ def main():
         # The namespace exists (a platform made it): nothing here creates it.
         (project / "k8s" / "namespace.yaml").unlink()
     about = keep_chosen_authenticator(project)
+    keep_chosen_profiles(project)
     generated = keep_chosen_proxy(project, about.get("generated_secrets") or {})
     keep_chosen_pre_puller(project)
     components = project / PROXY_COMPONENT.parent

@@ -45,6 +45,8 @@ CHOICES = {
     "idle_culling": ("yes", "no"),
     "proxy": ("in-hub", "separate"),
     "pre_puller": ("no", "yes"),
+    "profiles": ("none", "profile_list"),
+    "named_servers": ("no", "yes"),
 }
 
 
@@ -329,6 +331,22 @@ def check_seconds(value):
     return None
 
 
+# Named servers per user: each is a pod of its own and, with user_storage, a volume of its
+# own, so the limit bounds what one user can take from the namespace. JupyterHub reads 0
+# as "no limit", which is refused here; 100 is far beyond any one person's work.
+NAMED_SERVER_LIMIT_MAX = 100
+
+
+def check_named_server_limit(value):
+    """A whole number of named servers per user, 1 to NAMED_SERVER_LIMIT_MAX."""
+    if not re.fullmatch(r"[0-9]{1,3}", value) or not 1 <= int(value) <= NAMED_SERVER_LIMIT_MAX:
+        return (
+            f"must be a whole number from 1 to {NAMED_SERVER_LIMIT_MAX}: the most named servers (each a pod,"
+            " and with user_storage a volume, of its own) one user may have"
+        )
+    return None
+
+
 RULES = {
     "project": check_project,
     "namespace": check_namespace,
@@ -353,6 +371,7 @@ RULES = {
     "__image_pull_secret": check_optional_subdomain,
     "kaniko_image": check_pinned_image,
     "idle_timeout": check_seconds,
+    "named_server_limit": check_named_server_limit,
 }
 
 

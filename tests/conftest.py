@@ -64,6 +64,17 @@ CONFINED = {
         "k8s/overlays/production/kustomization.yaml",
         "README.md",
     ),
+    # The users' environments: the hub's configuration (its flag, and the file it loads, which
+    # the ConfigMap lists) and the README's section on them.
+    # With the pre-puller, its DaemonSet pulls each profile's image too (post_gen adds them).
+    "profiles": (
+        "hub-config/jupyterhub_config.py",
+        "hub-config/profiles.yaml",
+        "hub-config/kustomization.yaml",
+        "k8s/components/pre-puller/pre-puller-daemonset.yaml",
+        "README.md",
+    ),
+    "named_servers": ("hub-config/jupyterhub_config.py", "README.md"),
 }
 CROSSED = {k: v for k, v in CHOICE_VARIABLES.items() if k not in CONFINED}
 # The bake matrix: all combinations of the other choices (the confined ones at their default).

@@ -58,13 +58,30 @@ def singleuser_standin_image(name, workdir):
     return HostImage(name, config, files, reach=[SINGLEUSER_BIN / "python"])
 
 
+def profiles_of(objects):
+    """The profiles (profiles=profile_list) as the hub reads them: hub-config/profiles.yaml in
+    the rendered ConfigMap; [] without profiles."""
+    import yaml
+
+    texts = [o["data"]["profiles.yaml"] for o in objects if o["kind"] == "ConfigMap" and "profiles.yaml" in o.get("data", {})]
+    return [profile for text in texts for profile in yaml.safe_load(text)["profiles"]]
+
+
+def profile_images(objects):
+    """Every image a profile names (a profile without one runs the users' image)."""
+    return sorted({p["kubespawner_override"]["image"] for p in profiles_of(objects) if "image" in p.get("kubespawner_override", {})})
+
+
 class Deployment(HubDeployment):
-    """A baked project's development overlay on the emulated cluster, with a user image; `with Deployment(...) as d:`.
+    """A baked project's development overlay on the emulated cluster, with a user image (and a
+    stand-in for every image the profiles name); `with Deployment(...) as d:`.
 
     objects: the render to apply instead of the overlay's (a planted fault)."""
 
     def __init__(self, project, workdir, user_image, authenticator, objects=None):
-        super().__init__(project, workdir, extra_images=[singleuser_standin_image(user_image, workdir)], objects=objects)
+        objects = render(project) if objects is None else objects
+        images = [user_image] + [i for i in profile_images(objects) if i != user_image]
+        super().__init__(project, workdir, extra_images=[singleuser_standin_image(i, workdir) for i in images], objects=objects)
         self.authenticator = authenticator
         self.secrets = secrets_env(project, authenticator)
 
@@ -100,22 +117,39 @@ def logged_in_name(session, hub):
     return resp.json()["name"]
 
 
-def start_server(session, hub, name, timeout=180):
-    """What the browser does after logging in: /hub/spawn, then wait on the pending page."""
+def start_server(session, hub, name, timeout=180, profile=None):
+    """What the browser does after logging in: /hub/spawn, then wait on the pending page.
+    With profiles the hub shows its form first: submitted with `profile` chosen (None: the one
+    the form preselects, the default)."""
     resp = session.get(f"{hub.url}/hub/spawn", timeout=60, allow_redirects=False)
+    if resp.status_code == 200 and 'name="profile"' in resp.text:
+        # The spawn form (KubeSpawner's profile_list), submitted as the browser does.
+        checked = re.findall(r'name="profile"\s+id="[^"]*"\s+value="([^"]+)"\s+checked', resp.text)
+        choice = profile or checked[0]
+        assert f'value="{choice}"' in resp.text, f"the spawn form offers no profile {choice}: {resp.text[-2000:]}"
+        xsrf = session.cookies.get("_xsrf", path="/hub/") or session.cookies.get("_xsrf")
+        resp = session.post(f"{hub.url}/hub/spawn", data={"profile": choice, "_xsrf": xsrf}, timeout=60, allow_redirects=False)
+    else:
+        assert profile is None, f"asked for profile {profile}, but /hub/spawn showed no form: {resp.status_code}"
     assert resp.status_code in (302, 303), f"/hub/spawn: {resp.status_code} {resp.text[-400:]}"
+    return wait_for_server(session, hub, name, "", timeout)
+
+
+def wait_for_server(session, hub, name, server_name, timeout=180):
+    """The user's server (named, or "" for the default) once ready; fails if its spawn fails."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        server = api(session, hub, "GET", f"/users/{name}").json().get("servers", {}).get("")
+        server = api(session, hub, "GET", f"/users/{name}").json().get("servers", {}).get(server_name)
         if server and server["ready"]:
             return server
         assert server and server["pending"], f"the spawn failed: {server}"
         time.sleep(0.1)
-    raise AssertionError(f"{name}'s server not ready within {timeout} s")
+    raise AssertionError(f"{name}'s server {server_name!r} not ready within {timeout} s")
 
 
 def open_server(session, hub, name):
-    """Open the user's JupyterLab (the OAuth round trip sets its cookie); its api/status."""
+    """Open the user's JupyterLab (the OAuth round trip sets its cookie); its api/status.
+    name: the user's name, or <user>/<server> for a named server."""
     resp = session.get(f"{hub.url}/user/{name}/lab", timeout=30)
     assert resp.status_code == 200 and urlparse(resp.url).path == f"/user/{name}/lab", (
         f"/user/{name}/lab: {resp.status_code} at {resp.url}"

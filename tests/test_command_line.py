@@ -51,6 +51,7 @@ PROBES = {
     "__image_pull_secret": "probe-pull-secret",
     "kaniko_image": "gcr.io/kaniko-project/executor:v1.23.2",
     "idle_timeout": "7200",
+    "named_server_limit": ("7", {"named_servers": "yes"}),
 }
 
 SETTABLE = [name for name in TEMPLATE if not name.startswith("_") or (name.startswith("__") and name != "__prompts__")]

@@ -204,7 +204,8 @@ CHECK_OK = "check: ok: 2 overlays render and are valid for Kubernetes 1.25.0 and
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
+# The choices not crossed with the matrix that change the hub's configuration (conftest.CONFINED), too.
+@pytest.mark.parametrize("combo", MATRIX + [dict(MATRIX[-1], profiles="profile_list", named_servers="yes")], ids=combo_id)
 def test_check_passes_on_every_combination(bake, check_env, combo):
     """scripts/check judges each input on its own (an overlay from k8s/, skaffold.yaml
     against the renders, the Dockerfile, each Python file), so it runs once per distinct
@@ -567,8 +568,9 @@ USER_IMAGE_DIGEST = "quay.io/jupyter/scipy-notebook:2025-01-06@sha256:" + "01234
 
 @pytest.mark.parametrize(
     "answers",
-    [{}, {"user_image": USER_IMAGE_DIGEST, "hub_version": "4.3.0"}, {"user_image": "localhost:5000/team/notebook:1.2"}],
-    ids=["default", "digest", "registry-port"],
+    [{}, {"user_image": USER_IMAGE_DIGEST, "hub_version": "4.3.0"}, {"user_image": "localhost:5000/team/notebook:1.2"},
+     {"profiles": "profile_list"}],
+    ids=["default", "digest", "registry-port", "profiles"],
 )
 def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
     project = bake(**answers)
@@ -600,7 +602,21 @@ def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
         ("hub-config/jupyterhub_config.py", "USER_IMAGE = ", *user_image.split("@")[0].rsplit(":", 1)),
         ("skaffold.yaml", "        image: ", "ghcr.io/osscontainertools/kaniko", "v1.28.3"),
     ]
-    assert len(config["customManagers"]) == len(expected)
+    assert len(config["customManagers"]) == len(expected) + 1
+    # The last: each profile's own image in hub-config/profiles.yaml, with profiles=profile_list
+    # only (the file is not generated otherwise), every image: line and nothing else.
+    profiles = [e for e in found if e["manager"] == f"customManagers[{len(expected)}]"]
+    if answers.get("profiles") == "profile_list":
+        [entry] = profiles
+        assert entry["file"] == "hub-config/profiles.yaml"
+        lines = [line for line in (project / entry["file"]).read_text().splitlines() if line.strip().startswith("image:")]
+        images = [p["kubespawner_override"]["image"] for p in yaml.safe_load((project / entry["file"]).read_text())["profiles"]
+                  if "image" in p["kubespawner_override"]]  # fmt: skip
+        assert len(images) >= 2 and len(lines) == len(images), lines
+        assert [d["replaceString"].strip("\n") for d in entry["deps"]] == lines
+        assert [f"{d['depName']}:{d['currentValue']}" for d in entry["deps"]] == images
+    else:
+        assert profiles == [], profiles
     for index, (file, start, name, value) in enumerate(expected):
         where, dep = only_dep(found, f"customManagers[{index}]")
         assert where == file
@@ -646,6 +662,31 @@ def test_renovate_moves_the_pre_pullers_images_with_the_users_image(bake, tmp_pa
     replace(built / daemonset, 'image: "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"', 'image: "jupyterhub-user"')
     copies = {d["depName"]: d["rules"] for d in docker_deps(renovate_finds(built), "kubernetes", daemonset)}
     assert copies["jupyterhub-user"]["enabled"] is False
+def test_renovate_compares_jupyter_date_tags_as_dates(bake):
+    """The packageRule for Jupyter Docker Stacks' date tags, through Renovate's own versioning
+    code: a later week is an update, a CUDA build stays a CUDA build; Docker's versioning
+    (Renovate's default for images) sees no update at all."""
+    renovate_tool("renovate")
+    config = json.loads((bake(profiles="profile_list") / "renovate.json").read_text())
+    [rule] = [r for r in config["packageRules"] if r.get("versioning", "").startswith("regex:")]
+    images = [p["kubespawner_override"]["image"] for p in yaml.safe_load((bake(profiles="profile_list") / "hub-config/profiles.yaml").read_text())["profiles"]
+              if "image" in p["kubespawner_override"]]  # fmt: skip
+    pattern = rule["versioning"][len("regex:"):]
+    program = f"""
+const regex = await import({json.dumps(str(RENOVATE / "dist/modules/versioning/regex/index.js"))});
+const docker = (await import({json.dumps(str(RENOVATE / "dist/modules/versioning/docker/index.js"))})).api;
+const v = new regex.RegExpVersioningApi({json.dumps(pattern)});
+const [current, later, other] = JSON.parse(process.argv[1]);
+console.log(JSON.stringify([v.isValid(current), v.isCompatible(later, current) && v.isGreaterThan(later, current),
+  v.isCompatible(other, current), docker.isCompatible(later, current) && docker.isGreaterThan(later, current)]));
+"""
+    for image in images:
+        tag = image.split("@")[0].rsplit(":", 1)[1]
+        assert re.fullmatch(rule["matchCurrentValue"].strip("/"), tag), tag
+        later = tag[:-10] + "2099-01-05"
+        other = ("2099-01-05" if tag.startswith("cuda") else "cuda12-2099-01-05")
+        result = run(need_tool("node"), "--input-type=module", "-e", program, json.dumps([tag, later, other]), cwd=ROOT)
+        assert json.loads(result.stdout) == [True, True, False, False], (tag, result.stdout)
 
 
 def dockerfile_arg(project, name):
@@ -675,8 +716,12 @@ def test_user_volume_names_are_pinned_to_kubespawner_7s_default(bake):
     from kubespawner import KubeSpawner
 
     config = (bake(user_storage="yes") / "hub-config/jupyterhub_config.py").read_text()
-    (pinned,) = re.findall(r'^\s*c\.KubeSpawner\.pvc_name_template = USER_OBJECT_PREFIX \+ "([^"]+)"$', config, re.M)
+    (pinned, named) = re.findall(r'^\s*c\.KubeSpawner\.pvc_name_template = USER_OBJECT_PREFIX \+ "([^"]+)"$', config, re.M)
     assert pinned == KubeSpawner.pvc_name_template.default_value == "claim-{user_server}"
+    # With named servers, the same name for a default server (test_hub.py holds it to that for
+    # several user names), written with {servername}: KubeSpawner deletes a named server's claim
+    # only then.
+    assert named == "claim-{username}--{servername}" and re.search(r"^    if NAMED_SERVERS:\n(        #.*\n)*        c\.KubeSpawner\.pvc_name_template", config, re.M)
     (pod,) = re.findall(r'^c\.KubeSpawner\.pod_name_template = USER_OBJECT_PREFIX \+ "([^"]+)"$', config, re.M)
     assert pod == KubeSpawner.pod_name_template.default_value == "jupyter-{user_server}"
     # Production's prefix is empty: its names are KubeSpawner's own, as before the overlays split.

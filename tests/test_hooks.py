@@ -75,6 +75,7 @@ GOOD = {
         "https://idp.example.org:8443/oauth2/authorize?x=1",
     ],
     "check_seconds": ["60", "3600", "86400"],
+    "check_named_server_limit": ["1", "3", "100", "010"],
 }
 
 BAD = {
@@ -175,6 +176,16 @@ BAD = {
         ("https://auth_example/x", "DNS name"),
     ],
     "check_seconds": [("59", "at least 60"), ("1h", "whole number"), ("", "whole number")],
+    "check_named_server_limit": [
+        ("0", "from 1 to 100"),  # JupyterHub reads 0 as no limit at all
+        ("101", "from 1 to 100"),
+        ("-1", "whole number"),
+        ("3.5", "whole number"),
+        (" 3", "whole number"),
+        ("3\n", "whole number"),
+        ("\u0663", "whole number"),  # int() takes an Arabic-Indic 3
+        ("", "whole number"),
+    ],
 }
 
 

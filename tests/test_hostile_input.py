@@ -90,6 +90,7 @@ GOOD = {
     "__image_pull_secret": ["", "ghcr-pull", "regcred.team"],
     "kaniko_image": ["ghcr.io/osscontainertools/kaniko:v1.28.3", "gcr.io/kaniko-project/executor:v1.23.2"],
     "idle_timeout": ["60", "3600", "86400"],
+    "named_server_limit": ["1", "3", "100"],
 }
 assert set(GOOD) == set(VALIDATED), set(GOOD) ^ set(VALIDATED)
 
@@ -165,6 +166,8 @@ ALL_ON = [
     "kaniko_credentials=secret",
     "registry_insecure=yes",
     "idle_culling=yes",
+    "profiles=profile_list",
+    "named_servers=yes",
 ]
 
 
@@ -374,6 +377,9 @@ def test_hostile_values_are_refused_cleanly_or_render_valid_manifests(names, run
         "project=hub-",  # a valid directory, but also the part-of label value, which must end alphanumeric
         "project=" + "h" * 64,
         "idle_timeout=3600\n",
+        "named_server_limit=3\n",
+        "named_server_limit=0",  # JupyterHub's "no limit"
+        "named_server_limit=\u0663",  # an Arabic-Indic 3: int() takes it, the rule must not
         "user_storage_size=10Gi\n",
         "admin_user=admin\n",
         "image_name=hub\n",
@@ -556,6 +562,10 @@ def is_whole_seconds(value):
     return 0 < len(value) <= 9 and set(value) <= DIGITS and int(value) >= 60
 
 
+def is_named_server_limit(value):
+    return 0 < len(value) <= 3 and set(value) <= DIGITS and 1 <= int(value) <= 100
+
+
 def is_username(value):
     """A JupyterHub user name the template can put in YAML, Python and a pod's labels unquoted:
     lower-case alphanumerics, '.', '_', '-', at most 64, alphanumeric at both ends."""
@@ -588,6 +598,7 @@ ACCEPTED_MEANS = {
     "check_username": is_username,
     "check_https_url": lambda v: v.startswith("https://") and not re.search(r"[\s\"'\\]", v),
     "check_seconds": is_whole_seconds,
+    "check_named_server_limit": is_named_server_limit,
 }
 assert set(ACCEPTED_MEANS) == set(RULE_NAMES), set(ACCEPTED_MEANS) ^ set(RULE_NAMES)
 
@@ -601,6 +612,7 @@ assert set(ACCEPTED_MEANS) == set(RULE_NAMES), set(ACCEPTED_MEANS) ^ set(RULE_NA
         (is_port, ["1", "65535", "8080"], ["", "0", "65536", "\u00b2", "\u0663", "+1", "123456"]),
         (is_username, ["a", "a.b-c_d", "x" * 64], ["", "A", "a b", "-a", "a-", "x" * 65]),
         (is_whole_seconds, ["60", "3600", "999999999"], ["", "59", "1h", "\u0663\u0660", "1000000000"]),
+        (is_named_server_limit, ["1", "7", "100"], ["", "0", "101", "1000", "-1", "+3", "3.0", "\u0663"]),
     ],
     ids=lambda x: getattr(x, "__name__", ""),
 )

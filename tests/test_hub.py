@@ -66,7 +66,8 @@ USER_IMAGE = "registry.example.org/team/notebook:2026.1"
 CASES = {
     "tmp": dict(authenticator="tmp", user_storage="yes", idle_culling="yes", user_image=USER_IMAGE),
     "dummy": dict(authenticator="dummy", user_storage="no", idle_culling="no", user_image=USER_IMAGE),
-    "native": dict(authenticator="native", user_storage="yes", idle_culling="yes"),
+    # Profiles and named servers (conftest.CONFINED) booted too: the hub loads profiles.yaml.
+    "native": dict(authenticator="native", user_storage="yes", idle_culling="yes", profiles="profile_list", named_servers="yes"),
     "github": dict(authenticator="github", idle_culling="no", hostname="hub.example.org"),
     "generic-oauth": dict(
         authenticator="generic-oauth",
@@ -540,14 +541,15 @@ def pod_config_loaded(project, workdir, monkeypatch, objects=None, secrets=None)
         yield env, PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
 
 
-def built_user_pod(project, workdir, monkeypatch, objects=None, secrets=None, username="alice"):
+def built_user_pod(project, workdir, monkeypatch, objects=None, secrets=None, username="alice", server="", user_options=None):
     """The hub's environment (from the rendered Deployment) and (namespace, pod) that
-    KubeSpawner builds for username under it, with the config loaded in this process."""
+    KubeSpawner builds for username's server (a named one, or "" for the default) under it,
+    with the user's options (a profile), with the config loaded in this process."""
     with pod_config_loaded(project, workdir, monkeypatch, objects, secrets) as (env, config):
-        return env, asyncio.run(pod_manifest(config, username))
+        return env, asyncio.run(pod_manifest(config, username, server, user_options))
 
 
-async def pod_manifest(config, username):
+async def pod_manifest(config, username, server="", user_options=None):
     """The pod KubeSpawner would create, built by KubeSpawner itself (no API calls)."""
     from jupyterhub.app import JupyterHub
     from kubespawner import KubeSpawner
@@ -556,9 +558,15 @@ async def pod_manifest(config, username):
     # The Hub object exactly as the hub builds it from this config (URLs, prefix).
     app = JupyterHub(config=config)
     app.init_hub()
+    orm_spawner = MockOrmSpawner()
+    orm_spawner.name = server
     spawner = KubeSpawner(
-        _mock=True, config=config, user=MockUser(username), hub=app.hub, orm_spawner=MockOrmSpawner()
+        _mock=True, config=config, user=MockUser(username), hub=app.hub, orm_spawner=orm_spawner
     )
+    if user_options is not None:
+        # What the spawn form or the REST API gives: KubeSpawner applies the chosen profile.
+        spawner.user_options = user_options
+        await spawner.load_user_options()
     pod = await spawner.get_pod_manifest()
     # The namespace is not in the manifest: KubeSpawner creates the pod in spawner.namespace.
     return spawner.namespace, ApiClient().sanitize_for_serialization(pod)
@@ -601,6 +609,68 @@ def test_user_pod(bake, case, tmp_path, monkeypatch):
     labels = pod["metadata"]["labels"]
     assert labels.get("app.kubernetes.io/name") == "jupyterhub", labels
     assert labels.get("app.kubernetes.io/component") == "singleuser-server", labels
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # importing jupyterhub.app in-process
+def test_user_pod_of_a_profile_on_a_named_server(bake, tmp_path, monkeypatch):
+    """profiles=profile_list, named_servers=yes: each profile as a user chooses it, on a named
+    server: the pod has the profile's image (the users' image where it names none), its
+    resources, extra resource limits and tolerations (read from the generated profiles.yaml),
+    the named server's pod and claim names, and stays what the restricted profile admits."""
+    import yaml
+    from jupyterhub.traitlets import ByteSpecification
+
+    case = dict(CASES["native"], admin_user=ADMIN)
+    assert case["profiles"] == "profile_list" and case["named_servers"] == "yes" and case["user_storage"] == "yes"
+    project = bake(**case)
+    objects = render(project)
+    profiles = yaml.safe_load((project / "hub-config/profiles.yaml").read_text(encoding="utf-8"))["profiles"]
+    user_image = re.search(r'^USER_IMAGE = "([^"]+)"', (project / "hub-config/jupyterhub_config.py").read_text(), re.M)[1]
+    memory = ByteSpecification()
+    for profile in profiles:
+        override = profile["kubespawner_override"]
+        env, (_, pod) = built_user_pod(project, tmp_path / profile["slug"], monkeypatch, objects, secrets_env(project, "native"),
+                                       server="lab-2", user_options={"profile": profile["slug"]})  # fmt: skip
+        summary = f"{profile['slug']}: {pod}"
+        [container] = pod["spec"]["containers"]
+        assert container["image"] == override.get("image", user_image), summary
+        resources = container["resources"]
+        assert float(resources["requests"]["cpu"]) == override["cpu_guarantee"], summary
+        assert float(resources["limits"]["cpu"]) == override["cpu_limit"], summary
+        assert int(resources["requests"]["memory"]) == memory.validate(None, override["mem_guarantee"]), summary
+        assert int(resources["limits"]["memory"]) == memory.validate(None, override["mem_limit"]), summary
+        for name, value in override.get("extra_resource_limits", {}).items():
+            assert resources["limits"][name] == value, summary
+        for toleration in override.get("tolerations", []):
+            assert toleration in pod["spec"].get("tolerations", []), summary
+        # The named server: a pod and a claim of its own, <user>--<server>, with this hub's prefix.
+        prefix = env["HUB_USER_OBJECT_PREFIX"]
+        assert pod["metadata"]["name"] == f"{prefix}jupyter-alice--lab-2", summary
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+        assert claims == [f"{prefix}claim-alice--lab-2"], summary
+        assert labels_of(pod).get("hub.jupyter.org/servername") == "lab-2", summary
+        assert labels_of(pod).get("app.kubernetes.io/instance") == env["HUB_INSTANCE"], summary
+        assert user_pod_security_problems(pod) == [], summary
+    assert any("nvidia.com/gpu" in p["kubespawner_override"].get("extra_resource_limits", {}) for p in profiles)
+    # Without a choice (the REST API without user_options), the default profile, on the default server.
+    env, (_, pod) = built_user_pod(project, tmp_path / "none", monkeypatch, objects, secrets_env(project, "native"), user_options={})
+    [default] = [p for p in profiles if p.get("default")]
+    assert pod["spec"]["containers"][0]["image"] == default["kubespawner_override"].get("image", user_image)
+    assert float(pod["spec"]["containers"][0]["resources"]["limits"]["cpu"]) == default["kubespawner_override"]["cpu_limit"]
+    assert pod["metadata"]["name"] == f"{env['HUB_USER_OBJECT_PREFIX']}jupyter-alice"
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v] == [
+        f"{env['HUB_USER_OBJECT_PREFIX']}claim-alice"
+    ], "the default server's claim is named as without named servers"
+    # Whatever the user name (escaped, long): the default server's claim keeps its name when
+    # named servers are turned on, and a named server's differs from it.
+    plain = bake(**dict(case, named_servers="no"))
+    for username in ("ada.lovelace@example.org", "Ünïcode-Üser", "x" * 46):
+        names = {}
+        for which, source in (("no", plain), ("yes", project)):
+            _, (_, built) = built_user_pod(source, tmp_path / f"{which}-{len(names)}-{username[:3]}", monkeypatch, None,
+                                           secrets_env(source, "native"), username=username, user_options={})  # fmt: skip
+            names[which] = [v["persistentVolumeClaim"]["claimName"] for v in built["spec"]["volumes"] if "persistentVolumeClaim" in v]
+        assert names["yes"] == names["no"] and len(names["no"]) == 1, (username, names)
 
 
 def labels_of(pod):
@@ -676,6 +746,26 @@ def test_missing_secret_stops_the_hub(bake, chp, tmp_path, authenticator, given,
     assert code != 0, f"the hub started without {missing}:\n{output[-2000:]}"
     assert "Traceback" not in output, output[-2000:]
     assert len(output.splitlines()) == 1 and missing in output, output[-2000:]
+
+
+def test_a_broken_profiles_file_stops_the_hub(bake, chp, tmp_path):
+    """profiles=profile_list: a profile two times over the overcommit ratio, as a teammate might
+    edit hub-config/profiles.yaml; the ConfigMap holds it, the hub's container exits at once with
+    one line naming the file, the profile and the rule (`kubectl logs`)."""
+    import yaml
+
+    project = tmp_path / "project"
+    shutil.copytree(bake_case(bake, "native"), project)
+    path = project / "hub-config" / "profiles.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    profile = next(p for p in document["profiles"] if not p.get("default"))
+    profile["kubespawner_override"].update(mem_guarantee="1G", mem_limit="8G")
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    code, output = run_until_exit(project, tmp_path / "hub")
+    output = output.split("=====\n", 1)[-1].strip()
+    assert code != 0 and "Traceback" not in output, output[-2000:]
+    assert len(output.splitlines()) == 1, output[-2000:]
+    assert f"profiles.yaml: profile '{profile['slug']}': mem_limit 8G is more than 4 times mem_guarantee 1G" in output, output
 
 
 def without_env(objects, name):

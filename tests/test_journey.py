@@ -33,6 +33,7 @@ from conftest import need_tool
 from hubrunner import CHP_BIN, container_path, descendants, hub_deployment, pod_environment, process_environ, process_ids
 from journey import (
     LOGIN,
+    profiles_of,
     KernelPinger,
     SINGLEUSER_BIN,
     Deployment,
@@ -46,6 +47,7 @@ from journey import (
     start_server,
     stop_server,
     user_image_of,
+    wait_for_server,
     wait_until_answers,
 )
 from support import role_evidence
@@ -60,7 +62,10 @@ USER_IMAGE = "registry.example.org/team/notebook:2026.1"
 # (the default is an hour), so that step 6 waits about a minute.
 # proxy=separate for every authenticator that works offline; dummy with the proxy in the hub too.
 CASES = {
-    "dummy": dict(authenticator="dummy", user_storage="yes", idle_culling="yes", idle_timeout="60"),
+    # With profiles and named servers (conftest.CONFINED): the server starts from the spawn form
+    # with a profile other than the default, and a named server (with another) runs a kernel.
+    "dummy": dict(authenticator="dummy", user_storage="yes", idle_culling="yes", idle_timeout="60",
+                  profiles="profile_list", named_servers="yes", named_server_limit="1"),
     "dummy-separate": dict(authenticator="dummy", user_storage="no", idle_culling="yes", idle_timeout="60", proxy="separate"),
     "native-separate": dict(authenticator="native", user_storage="no", idle_culling="yes", idle_timeout="60", proxy="separate"),
     "tmp-separate": dict(authenticator="tmp", user_storage="yes", idle_culling="yes", idle_timeout="60",
@@ -92,8 +97,35 @@ def tools():
 user_image = user_image_of
 
 
-def check_pod(deployment, context, name):
-    """The pod as the API server received it, and the container the node made of it."""
+def chosen_profile(deployment, slug):
+    """The profile of that slug (None: the default) as the rendered ConfigMap gives it to the hub."""
+    profiles = profiles_of(deployment.objects)
+    return next(p for p in profiles if (p["slug"] == slug if slug else p.get("default")))
+
+
+def check_profile(deployment, pod, profile):
+    """The pod as the API server received it carries the profile's image (the users' image where
+    it names none), resources, extra resource limits (a GPU) and tolerations."""
+    from jupyterhub.traitlets import ByteSpecification
+
+    override = profile["kubespawner_override"]
+    [container] = pod["spec"]["containers"]
+    summary = f"profile {profile['slug']}: {container['image']} {container.get('resources')} {pod['spec'].get('tolerations')}"
+    assert container["image"] == override.get("image", user_image(deployment.project)), summary
+    requests_, limits = container["resources"]["requests"], container["resources"]["limits"]
+    memory = ByteSpecification()
+    assert float(requests_["cpu"]) == override["cpu_guarantee"] and float(limits["cpu"]) == override["cpu_limit"], summary
+    assert int(requests_["memory"]) == memory.validate(None, override["mem_guarantee"]), summary
+    assert int(limits["memory"]) == memory.validate(None, override["mem_limit"]), summary
+    for resource, value in override.get("extra_resource_limits", {}).items():
+        assert limits[resource] == value, summary
+    for toleration in override.get("tolerations", []):
+        assert toleration in pod["spec"].get("tolerations", []), summary
+
+
+def check_pod(deployment, context, name, profile=None):
+    """The pod as the API server received it, and the container the node made of it.
+    profile: the one the user chose, whose image and resources the pod must have."""
     cluster, namespace = deployment.cluster, deployment.namespace
     creates = [r for r in cluster.requests if (r["verb"], r["resource"], r["status"]) == ("create", "pods", 201)]
     assert creates and creates[-1]["namespace"] == namespace, creates
@@ -103,7 +135,10 @@ def check_pod(deployment, context, name):
     [container] = spec["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert pod["metadata"]["labels"]["hub.jupyter.org/username"] == name, pod["metadata"]["labels"]
-    assert container["image"] == user_image(deployment.project), container["image"]
+    if profile is None:
+        assert container["image"] == user_image(deployment.project), container["image"]
+    else:
+        check_profile(deployment, pod, profile)
     hub_env = pod_environment(deployment.objects, secrets={})
     assert env["JUPYTERHUB_API_URL"] == f"http://{hub_env['HUB_SERVICE_NAME']}.{namespace}.svc:8081/hub/api", env
     # This hub's pods: its name first (none for production), its instance label.
@@ -172,6 +207,55 @@ def check_proxy_pod(deployment):
     assert "ro" in root_mount[5].split(","), f"the proxy's root file system is not read-only: {root_mount}"
     hub_token = process_environ(deployment.find_process("jupyterhub")[0]).get("CONFIGPROXY_AUTH_TOKEN")
     assert hub_token and process_environ(pid)["CONFIGPROXY_AUTH_TOKEN"] == hub_token, "the hub and the proxy do not share the token"
+
+
+NAMED_SERVER = "lab-2"
+
+
+def named_server_journey(deployment, context, session, name):
+    """named_servers=yes: the user starts a named server through the REST API (with a profile
+    other than the default's and than the one the default server runs, when there are
+    profiles), its pod and claim are <user>--<server>'s (with the hub's prefix), it answers at
+    /user/<name>/<server>/ and runs 1+1 in a kernel there; one more than named_server_limit is
+    refused; stopping it deletes its pod and keeps its claim. Returns its claim (or None)."""
+    hub, cluster, namespace = deployment.hub, deployment.cluster, deployment.namespace
+    prefix = pod_environment(deployment.objects, secrets={})["HUB_USER_OBJECT_PREFIX"]
+    profiles = profiles_of(deployment.objects)
+    profile = profiles and [p for p in profiles if not p.get("default")][0]
+    resp = api(session, hub, "POST", f"/users/{name}/servers/{NAMED_SERVER}", json={"profile": profile["slug"]} if profile else {})
+    assert resp.status_code in (201, 202), f"POST the named server: {resp.status_code} {resp.text[:300]}"
+    wait_for_server(session, hub, name, NAMED_SERVER)
+    pod_name = f"{prefix}jupyter-{name}--{NAMED_SERVER}"
+    assert cluster.created_names("pods", namespace)[-1] == pod_name, cluster.created_names("pods", namespace)
+    pod = cluster.received[("pods", namespace, pod_name)]
+    assert pod["metadata"]["labels"]["hub.jupyter.org/servername"] == NAMED_SERVER, pod["metadata"]["labels"]
+    if profile:
+        check_profile(deployment, pod, profile)
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"].get("volumes", []) if "persistentVolumeClaim" in v]
+    claim = None
+    if context["user_storage"] == "yes":
+        # A volume of its own, not the default server's home.
+        assert claims == [f"{prefix}claim-{name}--{NAMED_SERVER}"], claims
+        [claim] = claims
+        assert claim in cluster.claims(namespace), cluster.claims(namespace)
+    pod_ip = cluster.pods(namespace)[pod_name]["status"]["podIP"]
+    route = hub.routes()[f"/user/{name}/{NAMED_SERVER}"]
+    assert route["target"] == f"http://{pod_ip}:8888", route
+    status = open_server(session, hub, f"{name}/{NAMED_SERVER}")
+    assert "started" in status, status
+    assert run_code(session, hub, f"{name}/{NAMED_SERVER}", "1+1") == "2"
+    # The limit (the case sets it to 1, so that this server reaches it): one more is refused.
+    limit = int(context["named_server_limit"])
+    assert limit == 1, "the journey reaches the limit with one named server"
+    resp = api(session, hub, "POST", f"/users/{name}/servers/one-too-many", json={})
+    assert resp.status_code == 400 and f"maximum of {limit} named servers" in resp.text, f"{resp.status_code} {resp.text[:300]}"
+    # Stopped (not deleted): the pod goes, the claim stays.
+    resp = api(session, hub, "DELETE", f"/users/{name}/servers/{NAMED_SERVER}")
+    assert resp.status_code in (202, 204), f"DELETE the named server: {resp.status_code} {resp.text[:300]}"
+    cluster.wait_for(lambda: pod_name not in cluster.pods(namespace), 60, "the named server's pod going after the stop")
+    if claim:
+        assert claim in cluster.claims(namespace), "the named server's claim went with its pod"
+    return claim
 
 
 SMOKE_USER = "smoke-test"  # the generated scripts/smoke-test's own user
@@ -247,20 +331,28 @@ def test_journey(bake, tools, tmp_path, case, record_property):
             check_hub_pod(deployment)
             check_proxy_pod(deployment)
 
-            # 1. Log in through the form; start the server; it answers through the proxy.
+            # 1. Log in through the form; start the server (with profiles: from the spawn form,
+            # choosing the last profile, not the default); it answers through the proxy.
             session, name = login(deployment)
-            start_server(session, hub, name)
+            profile = profiles_of(deployment.objects)[-1] if context.get("profiles") == "profile_list" else None
+            assert not (profile and profile.get("default")), "the journey's profile is the default"
+            start_server(session, hub, name, profile=profile and profile["slug"])
             status = open_server(session, hub, name)
             assert "started" in status, status
 
-            # 2. The pod, as the API server received it; the claim.
-            pod_name, claim = check_pod(deployment, context, name)
+            # 2. The pod, as the API server received it (the chosen profile's image and
+            # resources); the claim.
+            pod_name, claim = check_pod(deployment, context, name, profile)
             routes = hub.routes()
             pod_ip = cluster.pods(namespace)[pod_name]["status"]["podIP"]
             assert routes[f"/user/{name}"]["target"] == f"http://{pod_ip}:8888", routes
 
             # 3. A kernel runs 1+1 over its WebSocket, through the proxy.
             assert run_code(session, hub, name, "1+1") == "2"
+
+            # 3b. named_servers=yes: a named server of the same user, with a pod, a claim and
+            # a route of its own, runs 1+1 too; the limit holds; it stops, keeping its claim.
+            named_claim = named_server_journey(deployment, context, session, name) if context.get("named_servers") == "yes" else None
 
             # 4. A setting changes during the class: a new ConfigMap rolls the hub while the
             # user's kernel answers 1+1 every 100 ms over its WebSocket. The user's pod stays;
@@ -315,6 +407,7 @@ def test_journey(bake, tools, tmp_path, case, record_property):
             claims = collections.Counter(cluster.created_names("persistentvolumeclaims", namespace))
             if context["user_storage"] == "yes":
                 assert claims[claim] == 1 and set(claims.values()) == {1}, claims
+                assert named_claim is None or claims[named_claim] == 1, claims
             else:
                 assert not claims, claims
 
@@ -329,7 +422,9 @@ def test_journey(bake, tools, tmp_path, case, record_property):
                 resp = api(admin, hub, "DELETE", f"/users/{name}")
                 assert resp.status_code == 204, f"DELETE /users/{name}: {resp.status_code} {resp.text[:300]}"
                 if context["user_storage"] == "yes":
-                    cluster.wait_for(lambda: claim not in cluster.claims(namespace), 60, "the claim going with its user")
+                    # Every server's claim, a named server's too.
+                    gone = {claim, named_claim} - {None}
+                    cluster.wait_for(lambda: not gone & set(cluster.claims(namespace)), 60, "the claims going with their user")
 
             # 9. The Role: sufficient (nothing refused) and minimal by evidence.
             account = hub_deployment(deployment.objects)["spec"]["template"]["spec"]["serviceAccountName"]

@@ -252,7 +252,7 @@ def config_map_problems(project, objects, suffix):
     change keeps it), mounted by the hub container where the image's command reads it."""
     from hubrunner import config_volume, image_config_file
 
-    files = {p.name: p.read_text(encoding="utf-8") for p in sorted((Path(project) / "hub-config").glob("*.py"))}
+    files = {p.name: p.read_text(encoding="utf-8") for p in sorted((Path(project) / "hub-config").iterdir()) if p.name != "kustomization.yaml"}
     maps = [o for o in objects if o["kind"] == "ConfigMap"]
     if len(maps) != 1:
         return [f"{len(maps)} ConfigMaps, not one: {[m['metadata']['name'] for m in maps]}"]
@@ -321,7 +321,7 @@ def test_a_changed_setting_rolls_the_hub_and_an_unchanged_render_does_not(bake, 
     from hubrunner import hub_deployment
 
     project = tmp_path / "project"
-    shutil.copytree(bake(), project)
+    shutil.copytree(bake(profiles="profile_list"), project)  # every file the ConfigMap can hold
     first = kubectl_kustomize_bytes(project, overlay)
     assert kubectl_kustomize_bytes(project, overlay) == first, "two renders of the same files differ"
 
@@ -359,7 +359,11 @@ def baked_context(project):
     return registry, image_name
 
 
-@pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
+# The choices not crossed with the matrix that change the hub's ConfigMap (conftest.CONFINED).
+CONFINED_CONFIG = [dict(MATRIX[0], profiles="profile_list"), dict(MATRIX[-1], profiles="profile_list", named_servers="yes")]
+
+
+@pytest.mark.parametrize("combo", MATRIX + CONFINED_CONFIG, ids=combo_id)
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_and_validates(bake, combo, overlay):
     project = bake(**combo)

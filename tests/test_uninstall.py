@@ -22,21 +22,25 @@ from test_hub import MockOrmSpawner, MockUser, pod_config_loaded
 from test_secret_rotation import assert_real_kubectl_accepts, made_secret
 
 USERS = ("alice", "bob")
+NAMED_SERVER = "lab-2"
 CASES = {
-    "separate-env-file": {"proxy": "separate", "hub_secrets": "env-file"},
+    # With named servers: alice's named server has a pod and a claim of its own, which go too.
+    "separate-env-file": {"proxy": "separate", "hub_secrets": "env-file", "named_servers": "yes"},
     "github-existing-secret": {"authenticator": "github", "proxy": "in-hub", "hub_secrets": "existing-secret"},
 }
 
 
-async def kubespawner_manifests(config, username):
-    """The pod and the claim KubeSpawner creates for username (no API calls), and its namespace."""
+async def kubespawner_manifests(config, username, server=""):
+    """The pod and the claim KubeSpawner creates for username's server (no API calls), and its namespace."""
     from jupyterhub.app import JupyterHub
     from kubernetes_asyncio.client import ApiClient
     from kubespawner import KubeSpawner
 
     app = JupyterHub(config=config)
     app.init_hub()
-    spawner = KubeSpawner(_mock=True, config=config, user=MockUser(username), hub=app.hub, orm_spawner=MockOrmSpawner())
+    orm_spawner = MockOrmSpawner()
+    orm_spawner.name = server
+    spawner = KubeSpawner(_mock=True, config=config, user=MockUser(username), hub=app.hub, orm_spawner=orm_spawner)
     pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
     claim = ApiClient().sanitize_for_serialization(spawner.get_pvc_manifest())
     for obj, kind in ((pod, "Pod"), (claim, "PersistentVolumeClaim")):
@@ -51,6 +55,9 @@ def users_objects(project, objects, secrets, workdir, monkeypatch):
     with pod_config_loaded(project, workdir, monkeypatch, objects, secrets) as (_, config):
         for user in USERS:
             built.extend(asyncio.run(kubespawner_manifests(config, user)))
+        if config.JupyterHub.get("allow_named_servers"):
+            built.extend(asyncio.run(kubespawner_manifests(config, USERS[0], NAMED_SERVER)))
+            assert built[-1]["metadata"]["name"].endswith(f"claim-{USERS[0]}--{NAMED_SERVER}"), built[-1]["metadata"]
     return built
 
 
@@ -160,7 +167,7 @@ def test_uninstall_deletes_one_hub_in_order_and_keeps_the_users_volumes(namespac
     claims = " ".join(f"persistentvolumeclaim/{c['metadata']['name']}" for c in mine["user claims"])
     assert f"uninstall: kept the user volumes; to delete them: kubectl -n {namespace} delete {claims}" in said, said
     assert ("kept the Secret you made" in said) == (case["hub_secrets"] == "existing-secret"), said
-    assert f"stop {len(USERS)} running user servers" in said, said
+    assert f"stop {len(mine['user pods'])} running user servers" in said, said
     assert_real_kubectl_accepts(log, tmp_path)
 
 

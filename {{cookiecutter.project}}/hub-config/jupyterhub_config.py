@@ -21,7 +21,7 @@ from pathlib import Path
 
 # The helpers next to this file (Zero to JupyterHub loads its z2jh.py the same way).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hub_helpers import install_staged_restore, require_env  # noqa: E402
+from hub_helpers import install_staged_restore, load_profiles, require_env, resource_problem  # noqa: E402
 
 # --- Chosen when this repository was generated ---------------------------------
 ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
@@ -32,6 +32,11 @@ STORAGE_CLASS = {{ cookiecutter.storage_class | tojson }}  # empty: the cluster'
 IMAGE_PULL_SECRET = {{ cookiecutter.__image_pull_secret | tojson }}  # empty: public images
 IDLE_CULLING = {{ "True" if cookiecutter.idle_culling == "yes" else "False" }}
 IDLE_TIMEOUT_SECONDS = {{ cookiecutter.idle_timeout | int }}
+# Users choose an environment from profiles.yaml, next to this file (True), or all get the one below.
+PROFILES = {{ "True" if cookiecutter.profiles == "profile_list" else "False" }}
+# Users may run named servers besides their default one, at most this many each.
+NAMED_SERVERS = {{ "True" if cookiecutter.named_servers == "yes" else "False" }}
+NAMED_SERVER_LIMIT = {{ cookiecutter.named_server_limit | int }}
 # Whether the hub starts the proxy in its own container ("in-hub") or a Deployment of its
 # own runs it ("separate", k8s/components/separate-proxy).
 PROXY = {{ cookiecutter.proxy | tojson }}
@@ -129,12 +134,19 @@ c.Authenticator.admin_users = {ADMIN_USER}
 c.Authenticator.blocked_users = {"smoke-test"}
 
 # --- User servers: one pod each, in this namespace ---------------------------------
+if NAMED_SERVERS:
+    # Besides the default server (/user/<name>/), servers of their own names
+    # (/user/<name>/<server>/), each a pod (and with user storage a volume) of its own.
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = NAMED_SERVER_LIMIT
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
 c.KubeSpawner.namespace = NAMESPACE
 # User pods cannot use loopback: they reach the hub through its Service.
 c.KubeSpawner.hub_connect_url = f"http://{HUB_SERVICE_NAME}.{NAMESPACE}.svc:{HUB_PORT}"
 # This hub's users' pods: their names, and the label that the NetworkPolicies of this
 # hub select them by (k8s/overlays/*/kustomization.yaml puts it on this hub's objects).
+# {user_server} is KubeSpawner's safe slug of the user name, and for a named server
+# <user>--<server> (hashed when long): every server is a pod of its own.
 c.KubeSpawner.pod_name_template = USER_OBJECT_PREFIX + "jupyter-{user_server}"
 c.KubeSpawner.extra_labels = {"app.kubernetes.io/instance": INSTANCE}
 c.KubeSpawner.image = USER_IMAGE
@@ -144,9 +156,24 @@ if IMAGE_PULL_SECRET:
     c.KubeSpawner.image_pull_secrets = [IMAGE_PULL_SECRET]
 c.KubeSpawner.start_timeout = 300  # a first pull of the user image can be slow
 c.KubeSpawner.http_timeout = 120
-c.KubeSpawner.cpu_guarantee = 0.1
-c.KubeSpawner.mem_guarantee = "512M"
-c.KubeSpawner.mem_limit = "2G"
+# Each user's server: what the scheduler reserves on a node for it (guarantee) and what it
+# may reach (limit; memory beyond it: the kernel kills the server's biggest process, so 2G
+# would end a typical pandas session). A limit is at most OVERCOMMIT_RATIO (4) times its
+# guarantee (hub_helpers.py), so that a node whose servers all reach their limits needs at
+# most that many times what it has; the hub refuses to start otherwise. Profiles
+# (profiles.yaml) override these, under the same rule.
+USER_RESOURCES = {"cpu_guarantee": 0.5, "cpu_limit": 2, "mem_guarantee": "1G", "mem_limit": "4G"}
+if resource_problem(USER_RESOURCES):
+    sys.exit(f"jupyterhub_config.py: USER_RESOURCES: {resource_problem(USER_RESOURCES)}")
+for name, value in USER_RESOURCES.items():
+    setattr(c.KubeSpawner, name, value)
+if PROFILES:
+    # The environments users choose from: one readable file, checked here (one line naming the
+    # profile and the rule, and no hub, when something is wrong with it).
+    try:
+        c.KubeSpawner.profile_list = load_profiles(str(Path(__file__).with_name("profiles.yaml")), USER_RESOURCES)
+    except ValueError as error:
+        sys.exit(str(error))
 # Users' pods run as jovyan, never as root, and cannot gain privileges.
 c.KubeSpawner.uid = 1000
 c.KubeSpawner.gid = 100
@@ -170,7 +197,18 @@ else:
     c.KubeSpawner.storage_pvc_ensure = True
     # Pinned (KubeSpawner 7's default, written out): were a KubeSpawner upgrade to change
     # its default, every user would get a new, empty volume and the old one would be orphaned.
+    # A named server's claim is claim-<user>--<server> (below): a volume of its own, not the
+    # user's default server's home.
     c.KubeSpawner.pvc_name_template = USER_OBJECT_PREFIX + "claim-{user_server}"
+    if NAMED_SERVERS:
+        # claim-<user>--<server> for a named server, and for a default one claim-<user> as
+        # before (KubeSpawner drops the "--" of an empty server name; for a user name of more
+        # than 46 characters {user_server} was hashed, but KubeSpawner 7 keeps the claim name
+        # it used in the hub's database, remember_pvc_name, so no volume is detached).
+        # Written with {servername} because KubeSpawner 7 deletes a named server's claim (when
+        # the server or its user is deleted) only if the template names {servername}; with
+        # {user_server} it takes the claim for the default server's, and leaves it behind.
+        c.KubeSpawner.pvc_name_template = USER_OBJECT_PREFIX + "claim-{username}--{servername}"
     c.KubeSpawner.storage_capacity = USER_STORAGE_SIZE
     c.KubeSpawner.storage_access_modes = ["ReadWriteOnce"]
     c.KubeSpawner.storage_class = STORAGE_CLASS or None
