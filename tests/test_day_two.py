@@ -345,7 +345,9 @@ profiles:
   - display_name: "Larger, the users' image named again"
     slug: "large"
     kubespawner_override:
+      cpu_guarantee: 1
       cpu_limit: 4
+      mem_guarantee: "4G"
       mem_limit: "16G"
       image: "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"
       tolerations: [{key: hub.jupyter.org/dedicated, operator: Equal, value: user, effect: NoSchedule}]
@@ -368,7 +370,8 @@ PROFILE_PULLS = [
 
 
 def bake_with_profiles(tmp_path, **answers):
-    """A project baked from a copy of the template that has hub-config/profiles.yaml."""
+    """A project baked with profiles=profile_list from a copy of the template whose
+    hub-config/profiles.yaml is PROFILES."""
     from conftest import run_cookiecutter
     from support.bakery import copy_template, hermetic_env
 
@@ -378,7 +381,8 @@ def bake_with_profiles(tmp_path, **answers):
     out.mkdir()
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    args = [f"{k}={v}" for k, v in {"project": "with-profiles", "pre_puller": "yes", **answers}.items()]
+    answers = {"project": "with-profiles", "profiles": "profile_list", "pre_puller": "yes", **answers}
+    args = [f"{k}={v}" for k, v in answers.items()]
     result = run_cookiecutter(*args, cwd=out, env=hermetic_env(scratch), template=template)
     assert result.returncode == 0, result.stdout + result.stderr
     return out / "with-profiles"
