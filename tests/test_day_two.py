@@ -309,11 +309,31 @@ BREAKAGES = {
         lambda p: replace(p / "hub-config/jupyterhub_config.py", "c = get_config()", "c = get_config(("),
         "check: hub-config/jupyterhub_config.py:",
     ),
+    "users' memory limit beyond the overcommit ratio": (
+        lambda p: replace(p / "hub-config/jupyterhub_config.py", '"mem_limit": "4G"}', '"mem_limit": "8G"}'),
+        "check: hub-config/jupyterhub_config.py: USER_RESOURCES: ",
+    ),
     "Dockerfile lint error": (
         lambda p: replace(p / "Dockerfile", "WORKDIR /srv/jupyterhub", "RUN cd /srv && pip install jupyterhub\nWORKDIR /srv/jupyterhub"),
         "check: hadolint Dockerfile:",
     ),
 }
+
+
+def test_check_holds_the_profiles_to_the_rules_the_hub_starts_with(bake, check_env, tmp_path):
+    """A team edits hub-config/profiles.yaml: scripts/check finds what would stop the hub at
+    its next start (hub_helpers.load_profiles), in the hub's own words, before a deploy."""
+    project = tmp_path / "project"
+    shutil.copytree(bake(profiles="profile_list"), project, symlinks=True)
+    assert check(project, check_env).returncode == 0
+    profiles = yaml.safe_load((project / "hub-config/profiles.yaml").read_text())
+    large = next(p for p in profiles["profiles"] if not p.get("default") and "image" in p["kubespawner_override"])
+    large["kubespawner_override"]["mem_limit"] = "64G"
+    (project / "hub-config/profiles.yaml").write_text(yaml.safe_dump(profiles))
+    result = check(project, check_env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = result.stdout.splitlines()
+    assert line.startswith(f"check: hub-config: profiles.yaml: ") and large["slug"] in line and "mem_limit" in line, line
 
 
 @pytest.mark.parametrize("name", BREAKAGES)
@@ -358,7 +378,7 @@ profiles:
       extra_resource_limits: {nvidia.com/gpu: "1"}
       tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
   - display_name: "R, by digest"
-    slug: "R_stats"
+    slug: "r-stats"
     kubespawner_override:
       image: "quay.io/jupyter/r-notebook:2025-01-06@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 """
