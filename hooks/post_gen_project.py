@@ -26,9 +26,14 @@ KANIKO_CREDENTIALS = {{ cookiecutter.kaniko_credentials | tojson }}
 KANIKO_SECRET_NAME = {{ cookiecutter.__kaniko_secret_name | tojson }}
 CREATE_NAMESPACE = {{ cookiecutter.create_namespace | tojson }}
 PROXY = {{ cookiecutter.proxy | tojson }}
+BUILD_USER_IMAGE = {{ cookiecutter.build_user_image | tojson }}
 # proxy=separate: the Component, and the bytes of randomness of the token it shares with the hub.
 PROXY_COMPONENT = Path("k8s", "components", "separate-proxy")
 PROXY_TOKEN_BYTES = 32
+# build_user_image=yes: the users' image's build context, and the Component that tells the hub its name.
+USER_IMAGE_CONTEXT = Path("user-image")
+USER_IMAGE_COMPONENT = Path("k8s", "components", "user-image")
+COMPONENTS = Path("k8s", "components")
 # The two hubs' addresses (templates/derived.jinja's public_url and development_url; hooks
 # are rendered without the template's loader): `skaffold run` deploys the development one.
 SCHEME = "https" if TLS == "yes" else "http"
@@ -55,7 +60,7 @@ def keep_chosen_authenticator(project):
 
 
 def keep_chosen_proxy(project, generated):
-    """in-hub: the hub starts the proxy; the Component goes (and k8s/components with it).
+    """in-hub: the hub starts the proxy; the Component goes.
 
     separate: the Component stays, and the proxy's token joins the hub's secrets: its lines
     go at the end of hub-secrets.env.example (made if the authenticator has none), and
@@ -63,13 +68,21 @@ def keep_chosen_proxy(project, generated):
     """
     fragment = project / PROXY_COMPONENT / "hub-secrets.env.example"
     if PROXY != "separate":
-        shutil.rmtree(project / PROXY_COMPONENT.parent)
+        shutil.rmtree(project / PROXY_COMPONENT)
         return generated
     example = project / "hub-secrets.env.example"
     before = example.read_text(encoding="utf-8") if example.exists() else ""
     example.write_text(before + ("\n" if before else "") + fragment.read_text(encoding="utf-8"), encoding="utf-8")
     fragment.unlink()
     return {**generated, "CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN_BYTES}
+
+
+def keep_chosen_user_image(project):
+    """no: users run the chosen image as it is; the build context and the Component go.
+    yes: both stay (skaffold.yaml builds user-image/, the overlays include the Component)."""
+    if BUILD_USER_IMAGE != "yes":
+        shutil.rmtree(project / USER_IMAGE_CONTEXT)
+        shutil.rmtree(project / USER_IMAGE_COMPONENT)
 
 
 def create_secrets_files(project, generated):
@@ -147,6 +160,10 @@ def main():
         (project / "k8s" / "namespace.yaml").unlink()
     about = keep_chosen_authenticator(project)
     generated = keep_chosen_proxy(project, about.get("generated_secrets") or {})
+    keep_chosen_user_image(project)
+    if not any((project / COMPONENTS).iterdir()):
+        # No optional Component was chosen.
+        (project / COMPONENTS).rmdir()
     needs_secrets = (project / "hub-secrets.env.example").exists()
     created = create_secrets_files(project, generated)
     if not needs_secrets or HUB_SECRETS != "existing-secret":
