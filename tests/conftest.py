@@ -54,6 +54,14 @@ CONFINED = {
     # How kaniko gets to the registry: Skaffold's build section, and the README's words on it.
     "kaniko_credentials": ("skaffold.yaml", "README.md"),
     "registry_insecure": ("skaffold.yaml", "README.md"),
+    # The users' image built here: its build context, Skaffold's second artifact, the Component
+    # that tells the hub its name, the overlays' images: entries, and the hub's config reading it.
+    "build_user_image": (
+        "skaffold.yaml", "README.md", "hub-config/jupyterhub_config.py",
+        "k8s/overlays/development/kustomization.yaml", "k8s/overlays/production/kustomization.yaml",
+        "k8s/components/user-image/kustomization.yaml", "k8s/components/user-image/images-in-env.yaml",
+        "k8s/components/user-image/hub-deployment-patch.yaml", "user-image/Dockerfile", "user-image/requirements.txt",
+    ),
 }
 CROSSED = {k: v for k, v in CHOICE_VARIABLES.items() if k not in CONFINED}
 # The bake matrix: all combinations of the other choices (the confined ones at their default).

@@ -204,7 +204,7 @@ CHECK_OK = "check: ok: 2 overlays render and are valid for Kubernetes 1.25.0 and
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
+@pytest.mark.parametrize("combo", MATRIX + [dict(MATRIX[0], build_user_image="yes"), dict(MATRIX[-1], build_user_image="yes")], ids=combo_id)
 def test_check_passes_on_every_combination(bake, check_env, combo):
     """scripts/check judges each input on its own (an overlay from k8s/, skaffold.yaml
     against the renders, the Dockerfile, each Python file), so it runs once per distinct
@@ -315,12 +315,35 @@ BREAKAGES = {
 }
 
 
-@pytest.mark.parametrize("name", BREAKAGES)
-def test_check_fails_on_planted_breakage(bake, check_env, tmp_path, name):
+# build_user_image=yes: the same, for what the users' image adds.
+USER_IMAGE_BREAKAGES = {
+    "users' Dockerfile lint error": (
+        lambda p: replace(p / "user-image/Dockerfile", "USER 1000", "RUN pip install pandas\nUSER 1000"),
+        "check: hadolint user-image/Dockerfile:",
+    ),
+    "overlay forgets the users' image": (
+        lambda p: replace(p / "k8s/overlays/production/kustomization.yaml", "  - ../../components/user-image\n", ""),
+        "check: k8s/overlays/production: never names jupyterhub-registry.127.0.0.1.nip.io/jupyterhub-user,"
+        " which skaffold.yaml builds",
+    ),
+    "users' image with another tag": (
+        lambda p: replace(p / "k8s/overlays/development/kustomization.yaml", 'user"\n    newTag: "development"', 'user"\n    newTag: "production"'),
+        "check: skaffold.yaml: (no profile): tags jupyterhub-registry.127.0.0.1.nip.io/jupyterhub-user 'development',"
+        " but k8s/overlays/development deploys",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "answers, name",
+    [({}, name) for name in BREAKAGES] + [({"build_user_image": "yes"}, name) for name in USER_IMAGE_BREAKAGES],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_check_fails_on_planted_breakage(bake, check_env, tmp_path, answers, name):
     project = tmp_path / "project"
-    shutil.copytree(bake(), project, symlinks=True)
+    shutil.copytree(bake(**answers), project, symlinks=True)
     assert check(project, check_env).returncode == 0
-    breakage, expected = BREAKAGES[name]
+    breakage, expected = {**BREAKAGES, **USER_IMAGE_BREAKAGES}[name]
     breakage(project)
     result = check(project, check_env)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -494,6 +517,39 @@ def test_renovate_managers_match_exactly_the_intended_lines(bake, answers):
         assert dep["replaceString"].strip("\n") == the_line(project, file, start)
         if "@" in user_image and file == "hub-config/jupyterhub_config.py":
             assert dep["currentDigest"] == user_image.split("@")[1]
+
+
+@pytest.mark.parametrize("user_image", ["quay.io/jupyterhub/k8s-singleuser-sample:4.4.0", USER_IMAGE_DIGEST], ids=["tag", "digest"])
+def test_renovate_keeps_the_built_users_images_base_pinned(bake, user_image):
+    """build_user_image=yes: the users' image is built from user-image/Dockerfile, whose FROM
+    the dockerfile manager pins (tag and digest alike); jupyterhub_config.py names no image for
+    the USER_IMAGE manager (the overlay's images: entry does, for the image built here, which is
+    no dependency), and every other manager still finds its one line."""
+    project = bake(build_user_image="yes", user_image=user_image)
+    found = renovate_finds(project)
+    dockerfiles = {e["file"]: e["deps"] for e in found if e["manager"] == "dockerfile"}
+    assert set(dockerfiles) == {"Dockerfile", "user-image/Dockerfile"}
+    name, _, digest = user_image.partition("@")
+    # Besides the `# syntax=` line's frontend, as in the hub's Dockerfile: the base.
+    assert {d["depName"] for d in dockerfiles["user-image/Dockerfile"]} == {"docker/dockerfile", name.rsplit(":", 1)[0]}
+    (base,) = [d for d in dockerfiles["user-image/Dockerfile"] if d["depName"] != "docker/dockerfile"]
+    assert (base["depName"], base["currentValue"]) == tuple(name.rsplit(":", 1))
+    assert base.get("currentDigest", "") == digest
+    assert base["replaceString"] == user_image
+    assert the_line(project, "user-image/Dockerfile", "FROM ") == f"FROM {user_image}"
+    config = json.loads((project / "renovate.json").read_text())
+    # (A manager whose file pattern fits user-image/Dockerfile too but finds no line there reports it without deps.)
+    by_manager = {e["manager"]: e for e in found if e["deps"]}
+    for index, manager in enumerate(config["customManagers"]):
+        matched = by_manager.get(f"customManagers[{index}]")
+        if "jupyterhub_config" in json.dumps(manager["managerFilePatterns"]):
+            assert matched is None, matched
+        elif "kaniko executor" in manager["description"]:
+            # Both artifacts' executor, moved together.
+            assert [d["depName"] for d in matched["deps"]] == ["ghcr.io/osscontainertools/kaniko"] * 2, matched
+        else:
+            assert matched and len(matched["deps"]) == 1, (index, matched)
+    assert not [e for e in found if e["manager"] == "kustomize"], "the overlays' own images are no dependency"
 
 
 def dockerfile_arg(project, name):
