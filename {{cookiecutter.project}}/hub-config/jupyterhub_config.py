@@ -147,6 +147,9 @@ c.KubeSpawner.hub_connect_url = f"http://{HUB_SERVICE_NAME}.{NAMESPACE}.svc:{HUB
 c.KubeSpawner.pod_name_template = USER_OBJECT_PREFIX + "jupyter-{user_server}"
 c.KubeSpawner.extra_labels = {"app.kubernetes.io/instance": INSTANCE}
 c.KubeSpawner.image = USER_IMAGE
+# The server that talks to the hub, whatever the image's own command: k8s-singleuser-sample's
+# is `jupyter lab`, which the hub would wait for in vain (Zero to JupyterHub's singleuser.cmd).
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
 # A node's copy serves while the name cannot have moved; a moving tag (development's, after
 # `skaffold build` then `kubectl apply -k`) is looked up in the registry at each start.
 c.KubeSpawner.image_pull_policy = "Always" if USER_IMAGE_TAG_MOVES else "IfNotPresent"
