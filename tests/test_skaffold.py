@@ -444,3 +444,39 @@ def test_the_resource_selector_keeps_what_skaffold_does_by_default(bake):
     for field in ("image", "labels", "podSpec"):
         assert set(default[field]) <= set(entry[field]), field
     assert "resourceSelector" not in load(bake(build_user_image="no"))
+
+
+@pytest.mark.parametrize("overlay", ["development", "production"])
+def test_the_hubs_config_starts_users_from_what_it_was_told(bake, bakery, overlay):
+    """The hub's configuration, loaded with the Deployment's environment: KubeSpawner gets
+    USER_IMAGE as it is, asks the registry at every start while it names a tag only (which a
+    later `skaffold build` moves), trusts a node's copy once it names a digest (`skaffold run`,
+    a release), and starts jupyterhub-singleuser whatever the image's own command is. Without
+    the variable the hub stops, naming it."""
+    from hubrunner import hub_container, pod_environment
+    from support import skaffold_images
+    from support.bakery import load_hub_config
+
+    project = bake(build_user_image="yes")
+    by_tag = bakery.hub_config(project, overlay).KubeSpawner
+    assert by_tag.image == f"jupyterhub-registry.127.0.0.1.nip.io/jupyterhub-user:{overlay}"
+    assert by_tag.image_pull_policy == "Always"
+    assert by_tag.cmd == ["jupyterhub-singleuser"]
+    config = load(project)
+    deployed = skaffold_images.replace_images(kustomize_of(project, overlay), built(config, overlay), config)
+    env = {k: v for k, v in pod_environment(deployed, secrets={"CONFIGPROXY_AUTH_TOKEN": "t"}).items() if not v.startswith("/")}
+    by_digest = load_hub_config(project, env).KubeSpawner
+    assert by_digest.image == env["USER_IMAGE"] == built(config, overlay)[1]["tag"]
+    assert by_digest.image_pull_policy == "IfNotPresent"
+    with pytest.raises(SystemExit, match="USER_IMAGE is not set"):
+        load_hub_config(project, {k: v for k, v in env.items() if k != "USER_IMAGE"})
+    # build_user_image=no: the chosen image, pinned, from a node's copy.
+    fixed = bakery.hub_config(bake(), overlay).KubeSpawner
+    assert (fixed.image, fixed.image_pull_policy) == ("quay.io/jupyterhub/k8s-singleuser-sample:4.4.0", "IfNotPresent")
+    assert "USER_IMAGE" not in {e["name"] for e in hub_container(kustomize_of(bake(), overlay))["env"]}
+
+
+def kustomize_of(project, overlay):
+    from conftest import kustomize
+
+    return kustomize(project, overlay)
