@@ -38,6 +38,11 @@ PRE_PULLER = {{ cookiecutter.pre_puller | tojson }}
 PRE_PULLER_COMPONENT = Path("k8s", "components", "pre-puller")
 PRE_PULLER_DAEMONSET = PRE_PULLER_COMPONENT / "pre-puller-daemonset.yaml"
 PROFILES_FILE = Path("hub-config", "profiles.yaml")
+BUILD_USER_IMAGE = {{ cookiecutter.build_user_image | tojson }}
+# build_user_image=yes: the users' image's build context, and the Component that tells the hub its name.
+USER_IMAGE_CONTEXT = Path("user-image")
+USER_IMAGE_COMPONENT = Path("k8s", "components", "user-image")
+COMPONENTS = Path("k8s", "components")
 # The two hubs' addresses (templates/derived.jinja's public_url and development_url; hooks
 # are rendered without the template's loader): `skaffold run` deploys the development one.
 SCHEME = "https" if TLS == "yes" else "http"
@@ -80,6 +85,14 @@ def keep_chosen_proxy(project, generated):
     example.write_text(before + ("\n" if before else "") + fragment.read_text(encoding="utf-8"), encoding="utf-8")
     fragment.unlink()
     return {**generated, "CONFIGPROXY_AUTH_TOKEN": PROXY_TOKEN_BYTES}
+
+
+def keep_chosen_user_image(project):
+    """no: users run the chosen image as it is; the build context and the Component go.
+    yes: both stay (skaffold.yaml builds user-image/, the overlays include the Component)."""
+    if BUILD_USER_IMAGE != "yes":
+        shutil.rmtree(project / USER_IMAGE_CONTEXT)
+        shutil.rmtree(project / USER_IMAGE_COMPONENT)
 
 
 def profile_images(profiles_text):
@@ -271,10 +284,10 @@ def main():
     about = keep_chosen_authenticator(project)
     keep_chosen_profiles(project)
     generated = keep_chosen_proxy(project, about.get("generated_secrets") or {})
+    keep_chosen_user_image(project)
     keep_chosen_pre_puller(project)
-    components = project / PROXY_COMPONENT.parent
-    if components.is_dir() and not any(components.iterdir()):
-        components.rmdir()  # no optional Component chosen
+    if not any((project / COMPONENTS).iterdir()):
+        (project / COMPONENTS).rmdir()  # no optional Component chosen
     needs_secrets = (project / "hub-secrets.env.example").exists()
     created = create_secrets_files(project, generated)
     if not needs_secrets or HUB_SECRETS != "existing-secret":

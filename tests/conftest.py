@@ -54,6 +54,16 @@ CONFINED = {
     # How kaniko gets to the registry: Skaffold's build section, and the README's words on it.
     "kaniko_credentials": ("skaffold.yaml", "README.md"),
     "registry_insecure": ("skaffold.yaml", "README.md"),
+    # The users' image built here: its build context, Skaffold's second artifact, the Component
+    # that tells the hub its name, the overlays' images: entries, and the hub's config reading it.
+    "build_user_image": (
+        "skaffold.yaml", "README.md", "hub-config/jupyterhub_config.py",
+        "k8s/overlays/development/kustomization.yaml", "k8s/overlays/production/kustomization.yaml",
+        "k8s/components/user-image/kustomization.yaml", "k8s/components/user-image/images-in-env.yaml",
+        "k8s/components/user-image/hub-deployment-patch.yaml", "user-image/Dockerfile", "user-image/requirements.txt",
+        # With the pre-puller, its DaemonSet pulls the built image.
+        "k8s/components/pre-puller/pre-puller-daemonset.yaml",
+    ),
     # A DaemonSet that pulls the users' images on every node: its Component, the overlays that
     # list it, and the README's words on it.
     "pre_puller": (

@@ -308,8 +308,11 @@ def test_checkov_fails_nothing_beyond_the_skip_list_on_any_render_or_dockerfile(
             seen.add(key)
             objects = config_map_view(bakery.render(project, overlay))
             renders.setdefault(hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()[:16], objects)
-        dockerfile = (project / "Dockerfile").read_text(encoding="utf-8")
-        dockerfiles.setdefault(hashlib.sha256(dockerfile.encode()).hexdigest()[:16], dockerfile)
+        # The hub's, and the users' where it is built here (build_user_image=yes).
+        for path in (project / "Dockerfile", project / "user-image" / "Dockerfile"):
+            if path.exists():
+                dockerfile = path.read_text(encoding="utf-8")
+                dockerfiles.setdefault(hashlib.sha256(dockerfile.encode()).hexdigest()[:16], dockerfile)
     scan = tmp_path / "scan"
     files = checkov_inputs(renders, graph_checks())
     for digest, text in dockerfiles.items():

@@ -204,8 +204,8 @@ CHECK_OK = "check: ok: 2 overlays render and are valid for Kubernetes 1.25.0 and
 
 
 @pytest.mark.slow
-# The choices not crossed with the matrix that change the hub's configuration (conftest.CONFINED), too.
-@pytest.mark.parametrize("combo", MATRIX + [dict(MATRIX[-1], profiles="profile_list", named_servers="yes")], ids=combo_id)
+# Every combination of the matrix, the choices of what users get among themselves included (conftest.FEATURES).
+@pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
 def test_check_passes_on_every_combination(bake, check_env, combo):
     """scripts/check judges each input on its own (an overlay from k8s/, skaffold.yaml
     against the renders, the Dockerfile, each Python file), so it runs once per distinct
@@ -336,12 +336,35 @@ def test_check_holds_the_profiles_to_the_rules_the_hub_starts_with(bake, check_e
     assert line.startswith(f"check: hub-config: profiles.yaml: ") and large["slug"] in line and "mem_limit" in line, line
 
 
-@pytest.mark.parametrize("name", BREAKAGES)
-def test_check_fails_on_planted_breakage(bake, check_env, tmp_path, name):
+# build_user_image=yes: the same, for what the users' image adds.
+USER_IMAGE_BREAKAGES = {
+    "users' Dockerfile lint error": (
+        lambda p: replace(p / "user-image/Dockerfile", "USER 1000", "RUN pip install pandas\nUSER 1000"),
+        "check: hadolint user-image/Dockerfile:",
+    ),
+    "overlay forgets the users' image": (
+        lambda p: replace(p / "k8s/overlays/production/kustomization.yaml", "  - ../../components/user-image\n", ""),
+        "check: k8s/overlays/production: never names jupyterhub-registry.127.0.0.1.nip.io/jupyterhub-user,"
+        " which skaffold.yaml builds",
+    ),
+    "users' image with another tag": (
+        lambda p: replace(p / "k8s/overlays/development/kustomization.yaml", 'user"\n    newTag: "development"', 'user"\n    newTag: "production"'),
+        "check: skaffold.yaml: (no profile): tags jupyterhub-registry.127.0.0.1.nip.io/jupyterhub-user 'development',"
+        " but k8s/overlays/development deploys",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "answers, name",
+    [({}, name) for name in BREAKAGES] + [({"build_user_image": "yes"}, name) for name in USER_IMAGE_BREAKAGES],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_check_fails_on_planted_breakage(bake, check_env, tmp_path, answers, name):
     project = tmp_path / "project"
-    shutil.copytree(bake(), project, symlinks=True)
+    shutil.copytree(bake(**answers), project, symlinks=True)
     assert check(project, check_env).returncode == 0
-    breakage, expected = BREAKAGES[name]
+    breakage, expected = {**BREAKAGES, **USER_IMAGE_BREAKAGES}[name]
     breakage(project)
     result = check(project, check_env)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -686,6 +709,8 @@ def test_renovate_moves_the_pre_pullers_images_with_the_users_image(bake, tmp_pa
     replace(built / daemonset, 'image: "quay.io/jupyterhub/k8s-singleuser-sample:4.4.0"', 'image: "jupyterhub-user"')
     copies = {d["depName"]: d["rules"] for d in docker_deps(renovate_finds(built), "kubernetes", daemonset)}
     assert copies["jupyterhub-user"]["enabled"] is False
+
+
 def test_renovate_compares_jupyter_date_tags_as_dates(bake):
     """The packageRule for Jupyter Docker Stacks' date tags, through Renovate's own versioning
     code: a later week is an update, a CUDA build stays a CUDA build; Docker's versioning
@@ -711,6 +736,39 @@ console.log(JSON.stringify([v.isValid(current), v.isCompatible(later, current) &
         other = ("2099-01-05" if tag.startswith("cuda") else "cuda12-2099-01-05")
         result = run(need_tool("node"), "--input-type=module", "-e", program, json.dumps([tag, later, other]), cwd=ROOT)
         assert json.loads(result.stdout) == [True, True, False, False], (tag, result.stdout)
+
+
+@pytest.mark.parametrize("user_image", ["quay.io/jupyterhub/k8s-singleuser-sample:4.4.0", USER_IMAGE_DIGEST], ids=["tag", "digest"])
+def test_renovate_keeps_the_built_users_images_base_pinned(bake, user_image):
+    """build_user_image=yes: the users' image is built from user-image/Dockerfile, whose FROM
+    the dockerfile manager pins (tag and digest alike); jupyterhub_config.py names no image for
+    the USER_IMAGE manager (the overlay's images: entry does, for the image built here, which is
+    no dependency), and every other manager still finds its one line."""
+    project = bake(build_user_image="yes", user_image=user_image)
+    found = renovate_finds(project)
+    dockerfiles = {e["file"]: e["deps"] for e in found if e["manager"] == "dockerfile"}
+    assert set(dockerfiles) == {"Dockerfile", "user-image/Dockerfile"}
+    name, _, digest = user_image.partition("@")
+    # Besides the `# syntax=` line's frontend, as in the hub's Dockerfile: the base.
+    assert {d["depName"] for d in dockerfiles["user-image/Dockerfile"]} == {"docker/dockerfile", name.rsplit(":", 1)[0]}
+    (base,) = [d for d in dockerfiles["user-image/Dockerfile"] if d["depName"] != "docker/dockerfile"]
+    assert (base["depName"], base["currentValue"]) == tuple(name.rsplit(":", 1))
+    assert base.get("currentDigest", "") == digest
+    assert base["replaceString"] == user_image
+    assert the_line(project, "user-image/Dockerfile", "FROM ") == f"FROM {user_image}"
+    config = json.loads((project / "renovate.json").read_text())
+    # (A manager whose file pattern fits user-image/Dockerfile too but finds no line there reports it without deps.)
+    by_manager = {e["manager"]: e for e in found if e["deps"]}
+    for index, manager in enumerate(config["customManagers"]):
+        matched = by_manager.get(f"customManagers[{index}]")
+        if "jupyterhub_config" in json.dumps(manager["managerFilePatterns"]):
+            assert matched is None, matched
+        elif "kaniko executor" in manager["description"]:
+            # Both artifacts' executor, moved together.
+            assert [d["depName"] for d in matched["deps"]] == ["ghcr.io/osscontainertools/kaniko"] * 2, matched
+        else:
+            assert matched and len(matched["deps"]) == 1, (index, matched)
+    assert not [e for e in found if e["manager"] == "kustomize"], "the overlays' own images are no dependency"
 
 
 def dockerfile_arg(project, name):

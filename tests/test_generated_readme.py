@@ -91,3 +91,29 @@ def test_first_deploy_goes_in_order_from_an_empty_cluster(bake, create):
     after = readme.split("## What you need: the first deploy", 1)[1].split("\n## ", 1)[1]
     assert after.startswith("Build, deploy, open") and "skaffold run" in after
     assert "http://dev-lab-ns-1-jupyterhub.127.0.0.1.nip.io/" in after
+
+
+@pytest.mark.parametrize("build", ["no", "yes"])
+def test_users_image_section_names_what_exists(bake, build):
+    """build_user_image: the README's files table, the users' servers, the release and Renovate
+    name the users' image where it is built (user-image/, how to add a package, how the hub
+    learns it) and name USER_IMAGE in jupyterhub_config.py where it is not."""
+    project = bake(build_user_image=build)
+    readme = (project / "README.md").read_text()
+    users = readme.split("## Users' servers", 1)[1].split("\n## ", 1)[0]
+    for path in ("user-image/", "k8s/components/user-image/"):
+        assert (f"| `{path}` |" in readme) == (build == "yes") == (project / path).is_dir(), path
+    if build == "yes":
+        adding = users.split("### Adding a package for users", 1)[1]
+        for text in ("`user-image/requirements.txt`", "`skaffold run`", "`scripts/release`", "`USER_IMAGE`",
+                     "`jupyterhub-user`", "`resourceSelector`", "jupyterhub-registry.127.0.0.1.nip.io/jupyterhub-user"):
+            assert text in adding, text
+        assert "--user-digest" in readme and "changes two lines" in readme
+        assert "`FROM` line of `user-image/Dockerfile`" in readme
+        assert "`USER_IMAGE` in `hub-config/jupyterhub_config.py`" not in readme
+        # The README's example pin is a line the requirements file's own comment shows too.
+        assert "pandas==2.3.3" in (project / "user-image" / "requirements.txt").read_text()
+    else:
+        assert "### Adding a package" not in readme and "user-image" not in readme
+        assert "`quay.io/jupyterhub/k8s-singleuser-sample:4.4.0` as uid 1000" in users
+        assert "`USER_IMAGE` in `hub-config/jupyterhub_config.py`" in readme and "changes one line" in readme

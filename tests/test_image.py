@@ -572,3 +572,104 @@ def test_one_image_serves_every_overlay(images, tmp_path):
         assert not found, "\n".join(found)
     finally:
         run(["buildah", "rmi", tag], check=False)
+
+
+# --- The users' image (build_user_image=yes): user-image/Dockerfile on k8s-singleuser-sample ----
+SINGLEUSER_STANDIN = ROOT / "tests" / "image" / "singleuser-standin.Dockerfile"
+# The package the tests add to user-image/requirements.txt, as the README tells a team to.
+ADDED_PACKAGE = ("tabulate", "0.9.0")
+
+
+def ensure_singleuser_base(name, hub_base, buildah=BUILDAH, log=print):
+    """The user image's base: in buildah's storage already (the real image, or a stand-in built
+    before), or the stand-in tests/image/singleuser-standin.Dockerfile builds on the k8s-hub
+    stand-in, with the JupyterLab the journey tests' user image has."""
+    if image_exists(name, buildah):
+        return name
+    (jupyterlab,) = [line.split("==")[1] for line in (ROOT / "tests" / "singleuser-requirements.txt").read_text().splitlines()
+                     if line.startswith("jupyterlab==")]  # fmt: skip
+    started = time.monotonic()
+    run([*buildah, "bud", "--pull-never", "--isolation", "chroot", "--build-arg", f"HUB_STANDIN={hub_base}",
+         "--build-arg", f"JUPYTERLAB_VERSION={jupyterlab}", "-t", name, "-f", SINGLEUSER_STANDIN, SINGLEUSER_STANDIN.parent],
+        timeout=1500)  # fmt: skip
+    log(f"{name}: stand-in built in {time.monotonic() - started:.1f} s")
+    return name
+
+
+@pytest.fixture(scope="module")
+def user_image(bake, bases, tmp_path_factory):
+    """The users' image of a project generated with build_user_image=yes, one package added to
+    its requirements.txt, built as kaniko builds Skaffold's second artifact (context user-image/)."""
+    import shutil
+
+    project = tmp_path_factory.mktemp("user-image") / "project"
+    shutil.copytree(bake(build_user_image="yes"), project)
+    requirements = project / "user-image" / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "{}=={}\n".format(*ADDED_PACKAGE))
+    (base,) = re.findall(r"^FROM (\S+)$", (project / "user-image" / "Dockerfile").read_text(), re.M)
+    ensure_singleuser_base(base, bases("bookworm")["name"])
+    tag = f"{IMAGE_REPO}:user-image"
+    log = tmp_path_factory.mktemp("user-image-log") / "build.log"
+    argv = [*BUILDAH, "bud", "--pull-never", "--isolation", "chroot", "--layers", "-t", tag,
+            "-f", project / "user-image" / "Dockerfile", project / "user-image"]  # fmt: skip
+    with open(log, "w", encoding="utf-8") as out:
+        built = subprocess.run([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=1500, check=False)
+    assert built.returncode == 0, "buildah bud of user-image/ failed:\n" + "\n".join(log.read_text().splitlines()[-40:])
+    return {"tag": tag, "project": project, "base": base}
+
+
+def test_user_image_runs_as_uid_1000_with_the_added_package(user_image):
+    """The image ends as uid 1000 by number (the restricted profile's kubelet can check it
+    without /etc/passwd), runs the base's command through tini, has the added package, and
+    leaves no pip cache or requirements file behind."""
+    config = image_config(user_image["tag"])
+    assert config["User"] == "1000"
+    base = image_config(user_image["base"])
+    assert (config["Entrypoint"], config.get("Cmd")) == (base["Entrypoint"], base.get("Cmd"))
+    name, version = ADDED_PACKAGE
+    out = run_in_image(user_image["tag"], "sh", "-c",
+                       f"id -u; python3 -c 'import {name}; print({name}.__version__)';"
+                       " jupyterhub-singleuser --version; test ! -e /tmp/requirements.txt && echo CLEAN;"
+                       " test ! -d /root/.cache/pip && echo NO-PIP-CACHE")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.split()
+    assert lines[:2] == ["1000", version], lines
+    assert "CLEAN" in lines and "NO-PIP-CACHE" in lines, lines
+
+
+def test_the_hub_spawns_users_from_the_image_skaffold_built(user_image, tmp_path):
+    """On the emulated cluster (restricted Pod Security): the development overlay as `skaffold
+    run` deploys it (support/skaffold_images.py: the tags it built, by digest, in the hub's
+    image and in USER_IMAGE); a user logs in and starts a server, whose pod the API received
+    names the users' image by that digest, and whose kernel runs as uid 1000 with the package
+    added to user-image/requirements.txt."""
+    from hubrunner import HubDeployment, hub_container, read_env_file, render
+    from journey import form_login, open_server, run_code, start_server
+    from support import fast_yaml, skaffold_images
+
+    project = user_image["project"]
+    config = fast_yaml.load((project / "skaffold.yaml").read_text())
+    digest = image_inspect(user_image["tag"])["FromImageDigest"]
+    hub_artifact, user_artifact = (a["image"] for a in config["build"]["artifacts"])
+    builds = [
+        {"imageName": hub_artifact, "tag": f"{hub_artifact}:development@sha256:{'1' * 64}"},
+        {"imageName": user_artifact, "tag": f"{user_artifact}:development@{digest}"},
+    ]
+    objects = skaffold_images.replace_images(render(project), builds, config)
+    env = {e["name"]: e.get("value") for e in hub_container(objects)["env"]}
+    assert env["USER_IMAGE"] == builds[1]["tag"]
+    image = BuildahImage(builds[1]["tag"], user_image["tag"])
+    password = read_env_file(project / "k8s" / "overlays" / "development" / "hub-secrets.env")["JUPYTERHUB_USER_PASSWORD"]
+    with HubDeployment(project, tmp_path, objects=objects, extra_images=[image]) as hub:
+        with contextlib.ExitStack() as on_failure:
+            on_failure.callback(lambda: print(hub.log_tail()))
+            session = form_login(hub, "alice", password)
+            start_server(session, hub, "alice")
+            pod = hub.cluster.pods(hub.namespace)["dev-jupyter-alice"]
+            (container,) = pod["spec"]["containers"]
+            assert container["image"] == builds[1]["tag"]
+            assert container["imagePullPolicy"] == "IfNotPresent", "by digest, a node's copy serves"
+            open_server(session, hub, "alice")
+            name, version = ADDED_PACKAGE
+            assert run_code(session, hub, "alice", f"import os, {name}; (os.getuid(), {name}.__version__)") == f"(1000, '{version}')"
+            on_failure.pop_all()

@@ -10,7 +10,8 @@
 - The namespace: created by a Skaffold build hook from k8s/namespace.yaml (restricted Pod
   Security) or left to the platform; scripts/check says so in one line when the namespace
   or registry settings contradict each other.
-- scripts/release pins the production overlay to a digest, changing one line.
+- scripts/release pins the production overlay to a digest, changing one line (two with a
+  users' image built here: both images, from one build).
 """
 
 import copy
@@ -193,8 +194,8 @@ def test_check_names_contradicting_namespace_or_registry_settings(bake, tmp_path
 # --- scripts/release -------------------------------------------------------------------------
 
 
-def fake_skaffold(directory, digest, status=0):
-    """A `skaffold` that, like `skaffold build --file-output F`, writes the build it pushed."""
+def fake_skaffold(directory, builds, status=0):
+    """A `skaffold` that, like `skaffold build --file-output F`, writes the builds it pushed."""
     script = directory / "skaffold"
     script.write_text(
         "#!/usr/bin/env python3\n"
@@ -203,10 +204,17 @@ def fake_skaffold(directory, digest, status=0):
         f"assert args[:3] == ['build', '--profile', 'production'], args\n"
         f"out = args[args.index('--file-output') + 1]\n"
         f"if {status}: sys.exit({status})\n"
-        f"json.dump({{'builds': [{{'imageName': 'x', 'tag': 'registry.example.org/hub:production@{digest}'}}]}}, open(out, 'w'))\n"
+        f"json.dump({{'builds': {builds!r}}}, open(out, 'w'))\n"
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return directory
+
+
+def production_builds(project, *digests):
+    """What `skaffold build -p production` reports for the project's artifacts (skaffold.yaml), pushed with these digests."""
+    artifacts = fast_yaml.load((project / "skaffold.yaml").read_text())["build"]["artifacts"]
+    assert len(artifacts) == len(digests)
+    return [{"imageName": a["image"], "tag": f"{a['image']}:production@{d}"} for a, d in zip(artifacts, digests)]
 
 
 def test_release_pins_production_to_the_digest_it_built(bake, tmp_path):
@@ -215,7 +223,7 @@ def test_release_pins_production_to_the_digest_it_built(bake, tmp_path):
     kustomization = project / "k8s" / "overlays" / "production" / "kustomization.yaml"
     before = kustomization.read_text()
     digest = "sha256:" + "ab" * 32
-    bin_dir = fake_skaffold(tmp_path, digest)
+    bin_dir = fake_skaffold(tmp_path, production_builds(project, digest))
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     result = subprocess.run([str(project / "scripts" / "release")], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
@@ -231,6 +239,52 @@ def test_release_pins_production_to_the_digest_it_built(bake, tmp_path):
     older = "sha256:" + "cd" * 32
     subprocess.run([str(project / "scripts" / "release"), "--digest", older], env=env, capture_output=True, check=True)
     assert f'digest: "{older}"' in kustomization.read_text()
+    # No users' image is built here: there is none to pin.
+    result = subprocess.run([str(project / "scripts" / "release"), "--user-digest", older], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "names no users' image built here" in result.stderr, result.stderr
+
+
+def test_release_pins_the_users_image_beside_the_hubs(bake, tmp_path):
+    """build_user_image=yes: one build makes both images; both digests are pinned (two lines),
+    the hub's USER_IMAGE names the users' by digest, and `skaffold run -p production` after
+    the release deploys exactly those (Skaffold leaves a name with a digest alone)."""
+    from hubrunner import hub_container
+    from support import skaffold_images
+
+    project = tmp_path / "project"
+    shutil.copytree(bake(build_user_image="yes"), project)
+    kustomization = project / "k8s" / "overlays" / "production" / "kustomization.yaml"
+    before = kustomization.read_text()
+    hub_digest, user_digest = "sha256:" + "ab" * 32, "sha256:" + "ef" * 32
+    builds = production_builds(project, hub_digest, user_digest)
+    release = str(project / "scripts" / "release")
+    # The planted fault first: a build that reports the hub's image only changes nothing.
+    env = {**os.environ, "PATH": f"{fake_skaffold(tmp_path, builds[:1])}:{os.environ['PATH']}"}
+    result = subprocess.run([release], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "pushed with their digests" in result.stderr and kustomization.read_text() == before
+    env = {**os.environ, "PATH": f"{fake_skaffold(tmp_path, builds)}:{os.environ['PATH']}"}
+    result = subprocess.run([release], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    after = kustomization.read_text()
+    changed = [b.strip() for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(before.splitlines()) == len(after.splitlines()), after
+    assert changed == [f'digest: "{hub_digest}"', f'digest: "{user_digest}"'], changed
+    objects = kustomize(project, "production")
+    hub_image, user_image = (b["imageName"] for b in builds)
+    container = hub_container(objects)
+    assert container["image"] == f"{hub_image}@{hub_digest}"
+    env_values = {e["name"]: e.get("value") for e in container["env"]}
+    assert env_values["USER_IMAGE"] == f"{user_image}@{user_digest}"
+    config = fast_yaml.load((project / "skaffold.yaml").read_text())
+    newer = production_builds(project, "sha256:" + "1" * 64, "sha256:" + "2" * 64)
+    assert skaffold_images.replace_images(objects, newer, config) == objects
+    shown = subprocess.run([release, "--show"], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == f"{hub_digest}, users' image {user_digest}"
+    # A rollback of the users' image alone, without building.
+    older = "sha256:" + "cd" * 32
+    subprocess.run([release, "--user-digest", older], env=env, capture_output=True, check=True)
+    text = kustomization.read_text()
+    assert f'digest: "{older}"' in text and f'digest: "{hub_digest}"' in text and user_digest not in text
 
 
 def test_release_changes_nothing_when_the_build_fails_or_the_digest_is_bad(bake, tmp_path):
@@ -238,7 +292,7 @@ def test_release_changes_nothing_when_the_build_fails_or_the_digest_is_bad(bake,
     shutil.copytree(bake(), project)
     kustomization = project / "k8s" / "overlays" / "production" / "kustomization.yaml"
     before = kustomization.read_text()
-    env = {**os.environ, "PATH": f"{fake_skaffold(tmp_path, 'sha256:' + '0' * 64, status=3)}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{fake_skaffold(tmp_path, production_builds(project, 'sha256:' + '0' * 64), status=3)}:{os.environ['PATH']}"}
     for args, says in (([], "skaffold build failed"), (["--digest", "latest"], "is not sha256:")):
         result = subprocess.run([str(project / "scripts" / "release"), *args], env=env, capture_output=True, text=True, check=False)
         assert result.returncode != 0 and says in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr

@@ -110,6 +110,10 @@ def load(project):
 SKAFFOLD_COMBOS = MATRIX + [
     dict(MATRIX[0], create_namespace="no", kaniko_credentials=kaniko, registry_insecure=insecure)
     for kaniko in ("docker-config", "secret", "none") for insecure in ("no", "yes")
+] + [
+    # build_user_image=yes: a second artifact, with each setting the first one's depends on.
+    dict(MATRIX[0], build_user_image="yes", create_namespace=namespace, kaniko_credentials=kaniko, registry_insecure=insecure)
+    for namespace, kaniko, insecure in (("yes", "docker-config", "no"), ("no", "secret", "yes"), ("yes", "none", "yes"))
 ]  # fmt: skip
 
 
@@ -124,8 +128,10 @@ def test_skaffold_yaml_is_valid_and_consistent(bake, combo):
         problems = schema_problems(config, version)
         assert not problems, "\n".join(problems)
 
+    # The choices not crossed with the matrix (conftest.CONFINED) at their defaults unless given.
+    combo = {**{name: values[0] for name, values in CHOICE_VARIABLES.items()}, **combo}
     build = config["build"]
-    (artifact,) = build["artifacts"]
+    artifact, *more = build["artifacts"]
     kaniko = artifact["kaniko"]
     cluster = build["cluster"]
     assert cluster["namespace"] == "jupyterhub"
@@ -133,8 +139,6 @@ def test_skaffold_yaml_is_valid_and_consistent(bake, combo):
     assert kaniko["cache"]["repo"].startswith(artifact["image"] + "/")
     assert "deploy" in config and "kubectl" in config["deploy"]
 
-    # The choices not crossed with the matrix (conftest.CONFINED) at their defaults unless given.
-    combo = {**{name: values[0] for name, values in CHOICE_VARIABLES.items()}, **combo}
     credentials = combo["kaniko_credentials"]
     if credentials == "docker-config":
         assert cluster["dockerConfig"] == {"path": "~/.docker/config.json"}
@@ -151,6 +155,21 @@ def test_skaffold_yaml_is_valid_and_consistent(bake, combo):
     hooks = (artifact.get("hooks") or {}).get("before") or []
     wanted = [["kubectl", "apply", "--filename", "k8s/namespace.yaml"]] if combo.get("create_namespace", "yes") == "yes" else []
     assert [h["command"] for h in hooks] == wanted, hooks
+    # build_user_image=yes: the users' image, from user-image/, built like the hub's (same
+    # executor, its own cache), and its kaniko pod, built at the same time, gets the
+    # namespace first too.
+    user_artifact = None
+    if combo["build_user_image"] == "yes":
+        (user_artifact,) = more
+        assert user_artifact["image"] == artifact["image"] + "-user"
+        assert user_artifact["context"] == "user-image" and (project / "user-image" / "Dockerfile").is_file()
+        assert user_artifact["kaniko"]["dockerfile"] == "Dockerfile"
+        assert user_artifact["kaniko"]["image"] == kaniko["image"]
+        assert user_artifact["kaniko"]["cache"]["repo"].startswith(user_artifact["image"] + "/")
+        assert user_artifact["kaniko"]["cache"]["repo"] != kaniko["cache"]["repo"]
+        assert user_artifact.get("hooks") == artifact.get("hooks")
+    else:
+        assert more == [] and not (project / "user-image").exists()
 
     # Every profile deploys an existing overlay, whose `images:` entry names exactly
     # the artifact with the tag that profile's tag policy gives it.
@@ -162,7 +181,10 @@ def test_skaffold_yaml_is_valid_and_consistent(bake, combo):
         assert (overlay / "kustomization.yaml").is_file(), path
         tag = effective_tag_template(config, profile)
         images = fast_yaml.load((overlay / "kustomization.yaml").read_text())["images"]
-        assert images == [{"name": "jupyterhub-hub", "newName": artifact["image"], "newTag": tag}]
+        wanted = [{"name": "jupyterhub-hub", "newName": artifact["image"], "newTag": tag}]
+        if user_artifact:
+            wanted.append({"name": "jupyterhub-user", "newName": user_artifact["image"], "newTag": tag})
+        assert images == wanted
     # Without a profile, Skaffold deploys the development overlay with its tag.
     assert config["manifests"]["kustomize"]["paths"] == ["k8s/overlays/development"]
     assert build["tagPolicy"] == {"envTemplate": {"template": "development"}}
@@ -345,3 +367,116 @@ def test_skaffold_env_is_the_flag_skaffold_reads():
     text = "# a comment\n\nSKAFFOLD_LABEL=skaffold.dev/run-id=team-hub\n"
     assert skaffold_labels.labels_for_run(text, {}, run_id="uuid")["skaffold.dev/run-id"] == "team-hub"
     assert skaffold_labels.labels_for_run(text, {"SKAFFOLD_LABEL": "a=b"}, run_id="uuid") == {"skaffold.dev/run-id": "uuid", "a": "b"}
+
+
+# --- Where Skaffold puts the tags it built, modelled on its source (support/skaffold_images.py) ---
+
+
+def test_the_image_model_does_what_skaffolds_own_tests_show():
+    """Two cases of Skaffold's pkg/skaffold/kubernetes/manifest/images_test.go: by default a
+    field is rewritten when its key is `image` (anywhere in an allowed kind); an allow entry
+    with a path replaces the default entry of its kind and rewrites that path, whatever the key."""
+    from support import skaffold_images
+
+    job = {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "image-name", "labels": {"this.should.not.change": "image-name", "image": "image-name"}},
+        "spec": {"template": {"spec": {"restartPolicy": "image-name"}}, "image": "this-should-not-change"},
+    }  # fmt: skip
+    builds = [{"imageName": "image-name", "tag": "gcr.io/k8s-skaffold/image-name:TAG"}]
+    [by_default] = skaffold_images.replace_images([job], builds)
+    assert by_default["metadata"]["labels"] == {"this.should.not.change": "image-name", "image": "gcr.io/k8s-skaffold/image-name:TAG"}
+    assert by_default["spec"]["template"]["spec"]["restartPolicy"] == "image-name"
+    assert by_default["spec"]["image"] == "this-should-not-change"
+    custom = {"resourceSelector": {"allow": [{"groupKind": "Job.batch", "image": [".spec.template.spec.restartPolicy"]}]}}
+    [by_path] = skaffold_images.replace_images([job], builds, custom)
+    assert by_path["spec"]["template"]["spec"]["restartPolicy"] == "gcr.io/k8s-skaffold/image-name:TAG"
+    assert by_path["metadata"]["labels"]["image"] == "image-name", "the entry replaced the default `.*`"
+    # A name given by digest stays; a value that is no image reference (a URL) stays.
+    pinned = dict(job, spec={"template": {"spec": {"restartPolicy": "image-name@sha256:" + "0" * 64}}})
+    assert skaffold_images.replace_images([pinned], builds, custom) == [pinned]
+    assert skaffold_images.parse("http://hub:8081/hub/") is None
+
+
+def built(config, tag):
+    """What `skaffold build` reports for each artifact (--file-output's builds): pushed, by tag and digest."""
+    return [
+        {"imageName": a["image"], "tag": f"{a['image']}:{tag}@sha256:{str(i + 1) * 64}"}
+        for i, a in enumerate(config["build"]["artifacts"])
+    ]
+
+
+@pytest.mark.parametrize("overlay", ["development", "production"])
+def test_skaffold_run_tells_the_hub_the_user_image_it_built(bake, overlay):
+    """build_user_image=yes: `skaffold run` (each profile) deploys the hub with USER_IMAGE naming
+    the users' image it just built, by tag and digest; `kubectl apply -k` after `skaffold build`
+    names it by the overlay's tag. Skaffold's own default would leave the variable at the tag."""
+    from conftest import kustomize
+    from hubrunner import hub_container
+    from support import skaffold_images
+
+    project = bake(build_user_image="yes")
+    config = load(project)
+    hub_build, user_build = built(config, overlay)
+    objects = kustomize(project, overlay)
+    env = {e["name"]: e.get("value") for e in hub_container(objects)["env"]}
+    assert env["USER_IMAGE"] == f"{user_build['imageName']}:{overlay}", "kubectl apply -k: the overlay's name and tag"
+    deployed = skaffold_images.replace_images(objects, [hub_build, user_build], config)
+    container = hub_container(deployed)
+    assert container["image"] == hub_build["tag"]
+    assert {e["name"]: e.get("value") for e in container["env"]} == {**env, "USER_IMAGE": user_build["tag"]}
+    changed = [(a["kind"], a["metadata"]["name"]) for a, b in zip(objects, deployed) if a != b]
+    assert changed == [("Deployment", "hub-dev" if overlay == "development" else "hub")], changed
+    # The planted fault: no resourceSelector, Skaffold's default: the hub's image moves, USER_IMAGE not.
+    default = skaffold_images.replace_images(objects, [hub_build, user_build], {k: v for k, v in config.items() if k != "resourceSelector"})
+    assert hub_container(default)["image"] == hub_build["tag"]
+    assert {e["name"]: e.get("value") for e in hub_container(default)["env"]}["USER_IMAGE"] == env["USER_IMAGE"]
+
+
+def test_the_resource_selector_keeps_what_skaffold_does_by_default(bake):
+    """An allow entry replaces Skaffold's default entry of its kind: ours restates every default
+    path of Deployment.apps (images, labels, pod specs), so labels and images go where they went."""
+    from support import skaffold_images
+
+    config = load(bake(build_user_image="yes"))
+    (entry,) = config["resourceSelector"]["allow"]
+    default = skaffold_images.DEFAULT_ALLOW[entry["groupKind"]]
+    for field in ("image", "labels", "podSpec"):
+        assert set(default[field]) <= set(entry[field]), field
+    assert "resourceSelector" not in load(bake(build_user_image="no"))
+
+
+@pytest.mark.parametrize("overlay", ["development", "production"])
+def test_the_hubs_config_starts_users_from_what_it_was_told(bake, bakery, overlay):
+    """The hub's configuration, loaded with the Deployment's environment: KubeSpawner gets
+    USER_IMAGE as it is, asks the registry at every start while it names a tag only (which a
+    later `skaffold build` moves), trusts a node's copy once it names a digest (`skaffold run`,
+    a release), and starts jupyterhub-singleuser whatever the image's own command is. Without
+    the variable the hub stops, naming it."""
+    from hubrunner import hub_container, pod_environment
+    from support import skaffold_images
+    from support.bakery import load_hub_config
+
+    project = bake(build_user_image="yes")
+    by_tag = bakery.hub_config(project, overlay).KubeSpawner
+    assert by_tag.image == f"jupyterhub-registry.127.0.0.1.nip.io/jupyterhub-user:{overlay}"
+    assert by_tag.image_pull_policy == "Always"
+    assert by_tag.cmd == ["jupyterhub-singleuser"]
+    config = load(project)
+    deployed = skaffold_images.replace_images(kustomize_of(project, overlay), built(config, overlay), config)
+    env = {k: v for k, v in pod_environment(deployed, secrets={"CONFIGPROXY_AUTH_TOKEN": "t"}).items() if not v.startswith("/")}
+    by_digest = load_hub_config(project, env).KubeSpawner
+    assert by_digest.image == env["USER_IMAGE"] == built(config, overlay)[1]["tag"]
+    assert by_digest.image_pull_policy == "IfNotPresent"
+    with pytest.raises(SystemExit, match="USER_IMAGE is not set"):
+        load_hub_config(project, {k: v for k, v in env.items() if k != "USER_IMAGE"})
+    # build_user_image=no: the chosen image, pinned, from a node's copy.
+    fixed = bakery.hub_config(bake(), overlay).KubeSpawner
+    assert (fixed.image, fixed.image_pull_policy) == ("quay.io/jupyterhub/k8s-singleuser-sample:4.4.0", "IfNotPresent")
+    assert "USER_IMAGE" not in {e["name"] for e in hub_container(kustomize_of(bake(), overlay))["env"]}
+
+
+def kustomize_of(project, overlay):
+    from conftest import kustomize
+
+    return kustomize(project, overlay)

@@ -25,7 +25,16 @@ from hub_helpers import install_staged_restore, load_profiles, require_env, reso
 
 # --- Chosen when this repository was generated ---------------------------------
 ADMIN_USER = {{ cookiecutter.admin_user | tojson }}
+{%- if cookiecutter.build_user_image == "yes" %}
+# The users' image is built here (user-image/, skaffold.yaml): its overlay names it, and
+# `skaffold run` adds the digest it built (k8s/components/user-image says how).
+USER_IMAGE = require_env("USER_IMAGE", "the overlay names the image built from user-image/ (k8s/components/user-image)")
+# Its tags (development, production) move with every build; a digest never does.
+USER_IMAGE_TAG_MOVES = "@sha256:" not in USER_IMAGE
+{%- else %}
 USER_IMAGE = {{ cookiecutter.user_image | tojson }}
+USER_IMAGE_TAG_MOVES = False  # a pinned tag (Renovate moves it, in a pull request)
+{%- endif %}
 USER_STORAGE = {{ "True" if cookiecutter.user_storage == "yes" else "False" }}
 USER_STORAGE_SIZE = {{ cookiecutter.user_storage_size | tojson }}
 STORAGE_CLASS = {{ cookiecutter.storage_class | tojson }}  # empty: the cluster's default
@@ -150,7 +159,12 @@ c.KubeSpawner.hub_connect_url = f"http://{HUB_SERVICE_NAME}.{NAMESPACE}.svc:{HUB
 c.KubeSpawner.pod_name_template = USER_OBJECT_PREFIX + "jupyter-{user_server}"
 c.KubeSpawner.extra_labels = {"app.kubernetes.io/instance": INSTANCE}
 c.KubeSpawner.image = USER_IMAGE
-c.KubeSpawner.image_pull_policy = "IfNotPresent"
+# The server that talks to the hub, whatever the image's own command: k8s-singleuser-sample's
+# is `jupyter lab`, which the hub would wait for in vain (Zero to JupyterHub's singleuser.cmd).
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+# A node's copy serves while the name cannot have moved; a moving tag (development's, after
+# `skaffold build` then `kubectl apply -k`) is looked up in the registry at each start.
+c.KubeSpawner.image_pull_policy = "Always" if USER_IMAGE_TAG_MOVES else "IfNotPresent"
 if IMAGE_PULL_SECRET:
     # The users' image is in a private registry: the hub's pull Secret serves them too.
     c.KubeSpawner.image_pull_secrets = [IMAGE_PULL_SECRET]
