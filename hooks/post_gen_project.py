@@ -239,6 +239,8 @@ def create_secrets_files(project, generated):
 
 
 def next_steps(created, public_url, last_step, needs_secrets):
+    built_here = [IMAGE, f"{IMAGE}-user"] if BUILD_USER_IMAGE == "yes" else [IMAGE]
+    built, pushed = " and ".join(built_here), ("them" if len(built_here) > 1 else "it")
     lines = [
         "",
         f"Generated {Path.cwd().name}/: JupyterHub at {PUBLIC_URL}/ (production) and {DEVELOPMENT_URL}/"
@@ -246,7 +248,7 @@ def next_steps(created, public_url, last_step, needs_secrets):
         "Next steps (the README has the whole story):",
         f"  cd {Path.cwd().name}",
         "  git init && git add . && git commit -m 'JupyterHub from the template'",
-        f"  skaffold run    # kaniko builds {IMAGE} in the cluster, pushes it, kubectl deploys the development hub",
+        f"  skaffold run    # kaniko builds {built} in the cluster, pushes {pushed}, kubectl deploys the development hub",
         f"  open {public_url}/",
     ]
     if created:
