@@ -480,3 +480,22 @@ def kustomize_of(project, overlay):
     from conftest import kustomize
 
     return kustomize(project, overlay)
+
+
+@pytest.mark.parametrize("overlay", ["development", "production"])
+def test_the_pre_puller_pulls_what_skaffold_run_tells_the_hub(bake, overlay):
+    """build_user_image=yes with the pre-puller: its DaemonSet names the users' image by the same
+    placeholder (jupyterhub-user), so kustomize gives both the overlay's tag and `skaffold run`
+    both the digest it built (Skaffold's default rewrites a DaemonSet's images, initContainers too)."""
+    from conftest import kustomize
+    from hubrunner import hub_container
+    from support import skaffold_images
+
+    project = bake(build_user_image="yes", pre_puller="yes")
+    config = load(project)
+    for objects in (kustomize(project, overlay), skaffold_images.replace_images(kustomize(project, overlay), built(config, overlay), config)):
+        user_image = {e["name"]: e.get("value") for e in hub_container(objects)["env"]}["USER_IMAGE"]
+        [daemonset] = [o for o in objects if o["kind"] == "DaemonSet"]
+        pulled = [c["image"] for c in daemonset["spec"]["template"]["spec"]["initContainers"]]
+        assert pulled[0] == user_image, (pulled, user_image)
+    assert "@sha256:" in user_image
