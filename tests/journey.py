@@ -30,11 +30,18 @@ def secrets_env(project, authenticator):
     return read_env_file(path) if path.exists() else {}
 
 
-def user_image_of(project):
+def user_image_of(project, overlay="development"):
     """USER_IMAGE of the project's jupyterhub_config.py (in hub-config/, or at the top in a
-    project generated before the configuration became a ConfigMap): the users' image."""
+    project generated before the configuration became a ConfigMap): the users' image. Where
+    the project builds it (build_user_image=yes), the config reads it from the hub's
+    environment: the overlay's render names it (k8s/components/user-image)."""
     [config] = [p for p in (Path(project) / "hub-config/jupyterhub_config.py", Path(project) / "jupyterhub_config.py") if p.exists()]
-    return re.search(r'^USER_IMAGE = "([^"]+)"', config.read_text(), re.M)[1]
+    found = re.search(r'^USER_IMAGE = "([^"]+)"', config.read_text(), re.M)
+    if found:
+        return found[1]
+    from hubrunner import hub_container, render
+
+    return {e["name"]: e.get("value") for e in hub_container(render(project, overlay))["env"]}["USER_IMAGE"]
 
 
 def singleuser_standin_image(name, workdir):

@@ -552,13 +552,16 @@ def test_the_percentile_is_nearest_rank():
 @pytest.mark.parametrize("timeout", ["3600", "60", "86400"])
 def test_the_culler_looks_as_often_as_zero_to_jupyterhubs_and_the_readme_states_the_bound(bakery, timeout):
     """--cull-every is Zero to JupyterHub's 600 s (half the timeout when that is shorter), the
-    hub learns activity from the proxy every 60 s, and the generated README states the bound the
-    journeys hold the culler to: the timeout plus --cull-every."""
+    hub learns activity from the proxy every 60 s (a quarter of the timeout when that is shorter,
+    so that a user at work never looks idle to the culler), and the generated README states the
+    bound the journeys hold the culler to: the timeout plus --cull-every."""
     project = bakery.project(dict(idle_culling="yes", idle_timeout=timeout))
     config = bakery.hub_config(project)
     [culler] = [s for s in config.JupyterHub.services if s["name"] == "idle-culler"]
     [cull_every] = [int(a.split("=", 1)[1]) for a in culler["command"] if a.startswith("--cull-every=")]
     assert cull_every == min(600, int(timeout) // 2), culler["command"]
-    assert config.JupyterHub.last_activity_interval == 60
+    interval = config.JupyterHub.last_activity_interval
+    assert interval == min(60, max(10, int(timeout) // 4)) and interval <= int(timeout) / 4, interval
     readme = " ".join((project / "README.md").read_text(encoding="utf-8").split())
+    assert f"learns from the proxy every {interval} seconds" in readme
     assert f"looks every {cull_every} seconds" in readme and f"stopped at most {int(timeout) + cull_every} seconds" in readme

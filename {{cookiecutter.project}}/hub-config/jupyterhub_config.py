@@ -123,8 +123,12 @@ else:
 # How often the hub asks the proxy for each route's last activity, and compares the proxy's
 # routes with its own (Zero to JupyterHub's 60 s; JupyterHub's default is 300): the idle
 # culler sees a user's activity at most this late, and a restarted separate proxy (new
-# image, node drained) gets its routes back within this many seconds.
-c.JupyterHub.last_activity_interval = 60
+# image, node drained) gets its routes back within this many seconds. At most a quarter of
+# the idle timeout: were it as long as the timeout, the culler could take a user at work
+# for an idle one (with a 60 s timeout, a server whose kernel answered every 100 ms was
+# culled as "inactive for 00:01:01").
+ACTIVITY_INTERVAL_SECONDS = min(60, max(10, IDLE_TIMEOUT_SECONDS // 4))
+c.JupyterHub.last_activity_interval = ACTIVITY_INTERVAL_SECONDS
 
 # --- The hub -------------------------------------------------------------------------
 # Listen on all interfaces: user pods (and, with proxy=separate, the proxy) come in
