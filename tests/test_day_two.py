@@ -763,6 +763,8 @@ def test_renovate_keeps_the_built_users_images_base_pinned(bake, user_image):
         matched = by_manager.get(f"customManagers[{index}]")
         if "jupyterhub_config" in json.dumps(manager["managerFilePatterns"]):
             assert matched is None, matched
+        elif "profiles" in json.dumps(manager["managerFilePatterns"]):
+            assert matched is None, matched  # profiles=none: no hub-config/profiles.yaml
         elif "kaniko executor" in manager["description"]:
             # Both artifacts' executor, moved together.
             assert [d["depName"] for d in matched["deps"]] == ["ghcr.io/osscontainertools/kaniko"] * 2, matched

@@ -317,6 +317,9 @@ def test_the_kubelet_refuses_a_root_user_under_run_as_non_root(cluster):
     pod["spec"]["securityContext"].pop("runAsUser")  # the image's user: root
     cluster.apply([dict(pod, metadata=dict(pod["metadata"], namespace="open"))])
     cluster.wait_for(lambda: any("runAsNonRoot and image will run as root" in e["message"] for e in cluster.events("open", "root")), 30, "the refusal")
+    # The kubelet records the event, then the container's status: wait for both (one CI run
+    # under load read the status in between).
+    cluster.wait_for(lambda: (cluster.pods("open")["root"]["status"].get("containerStatuses") or [None])[0], 30, "the container's status")
     state = cluster.pods("open")["root"]["status"]["containerStatuses"][0]["state"]
     assert state["waiting"]["reason"] == "CreateContainerConfigError", state
     assert cluster.logs("open", "root") == "", "the container must not have started"
