@@ -46,9 +46,11 @@ def user_image_of(project, overlay="development"):
 
 def singleuser_standin_image(name, workdir):
     """The users' image: Zero to JupyterHub's k8s-singleuser-sample as far as KubeSpawner and the
-    hub see it (user jovyan, uid 1000 in group 100, home /home/jovyan, tini, then
-    jupyterhub-singleuser), with JupyterHub and JupyterLab from the test tools' singleuser
-    environment (tests/singleuser-requirements.txt) over this machine's root."""
+    hub see it (user jovyan, uid 1000 in group 100, home /home/jovyan, its ENTRYPOINT tini and
+    its CMD `jupyter lab`, which never answers the hub: the config's KubeSpawner.cmd must say
+    jupyterhub-singleuser, as Zero to JupyterHub's singleuser.cmd does), with JupyterHub and
+    JupyterLab from the test tools' singleuser environment (tests/singleuser-requirements.txt)
+    over this machine's root."""
     from hubrunner import etc_file_with
 
     files = {
@@ -57,8 +59,8 @@ def singleuser_standin_image(name, workdir):
     }
     config = {
         "User": "1000",
-        "Entrypoint": ["tini", "-g", "--"],
-        "Cmd": ["jupyterhub-singleuser"],
+        "Entrypoint": ["tini", "--"],
+        "Cmd": ["jupyter", "lab"],
         "WorkingDir": "/home/jovyan",
         "Env": [f"PATH={SINGLEUSER_BIN}:/usr/local/bin:/usr/bin:/bin", "HOME=/home/jovyan", "LANG=C.UTF-8"],
     }
