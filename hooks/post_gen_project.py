@@ -263,6 +263,11 @@ def next_steps(created, public_url, last_step, needs_secrets):
         # The authenticator's words name the env files; here the Secret holds the values.
         for path in ("k8s/overlays/development/hub-secrets.env", "k8s/overlays/*/hub-secrets.env"):
             last_step = last_step.replace(path, "the Secret hub-secrets-dev")
+    if CREATE_NAMESPACE == "yes":
+        # Before anything goes into it: Skaffold creates kaniko's credentials Secret there
+        # before any build hook runs (so the hook that applies it comes too late the first time).
+        after_git = next(i for i, line in enumerate(lines) if line.startswith("  git init")) + 1
+        lines.insert(after_git, "  kubectl apply -f k8s/namespace.yaml    # once, first: the namespace (README, 'What you need')")
     lines.append(last_step)
     # The settings of these options are not asked (README: "Not asked"); say where they went.
     if KANIKO_CREDENTIALS == "secret":

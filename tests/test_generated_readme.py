@@ -80,7 +80,10 @@ def test_first_deploy_goes_in_order_from_an_empty_cluster(bake, create):
     titles = [title for _, title in steps]
     assert len(titles) == len(order) and all(w.lower() in t.lower() for w, t in zip(order, titles)), titles
     if create == "yes":
-        assert "`skaffold run` creates it" in section and "kubectl apply -f k8s/namespace.yaml" in section
+        # Before the first skaffold run: Skaffold's cluster builder creates kaniko's credentials
+        # Secret in it (PreBuild) before any artifact's build hook (its builder_mux.go).
+        assert "create it once, before anything else" in section and "kubectl apply -f k8s/namespace.yaml" in section
+        assert "before any build hook runs" in section
     else:
         assert "exists: a platform made it" in section and "namespace.yaml" not in section
     # The registry must be reachable from pods and nodes, with recipes for the common cases.
