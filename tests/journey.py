@@ -44,13 +44,13 @@ def user_image_of(project, overlay="development"):
     return {e["name"]: e.get("value") for e in hub_container(render(project, overlay))["env"]}["USER_IMAGE"]
 
 
-def singleuser_standin_image(name, workdir):
+def singleuser_standin_image(name, workdir, cmd=("jupyter", "lab")):
     """The users' image: Zero to JupyterHub's k8s-singleuser-sample as far as KubeSpawner and the
     hub see it (user jovyan, uid 1000 in group 100, home /home/jovyan, its ENTRYPOINT tini and
     its CMD `jupyter lab`, which never answers the hub: the config's KubeSpawner.cmd must say
     jupyterhub-singleuser, as Zero to JupyterHub's singleuser.cmd does), with JupyterHub and
     JupyterLab from the test tools' singleuser environment (tests/singleuser-requirements.txt)
-    over this machine's root."""
+    over this machine's root. cmd: the image's CMD, for a test of another image's."""
     from hubrunner import etc_file_with
 
     files = {
@@ -60,7 +60,7 @@ def singleuser_standin_image(name, workdir):
     config = {
         "User": "1000",
         "Entrypoint": ["tini", "--"],
-        "Cmd": ["jupyter", "lab"],
+        "Cmd": list(cmd),
         "WorkingDir": "/home/jovyan",
         "Env": [f"PATH={SINGLEUSER_BIN}:/usr/local/bin:/usr/bin:/bin", "HOME=/home/jovyan", "LANG=C.UTF-8"],
     }

@@ -136,7 +136,11 @@ def test_cruft_update_keeps_the_users_of_a_hub_generated_before_the_split(tmp_pa
     old = render(project, "development")
     assert {o["metadata"]["name"] for o in old if o["kind"] == "Deployment"} == {"hub"}, "not the template before the split"
     image = user_image_of(project)
-    with HubDeployment(project, tmp_path / "v1", objects=old, extra_images=[singleuser_standin_image(image, tmp_path / "v1")]) as hub:
+    # The template before the split set no KubeSpawner.cmd: its users ran their image's own
+    # command, as with a Jupyter Docker Stacks image, whose start script runs
+    # jupyterhub-singleuser under a hub (k8s-singleuser-sample's `jupyter lab` never answered).
+    v1_image = singleuser_standin_image(image, tmp_path / "v1", cmd=["jupyterhub-singleuser"])
+    with HubDeployment(project, tmp_path / "v1", objects=old, extra_images=[v1_image]) as hub:
         cluster, namespace = hub.cluster, hub.namespace
         password = read_env_file(project / "k8s" / "overlays" / "development" / "hub-secrets.env")["JUPYTERHUB_USER_PASSWORD"]
         session = form_login(hub, "alice", password)
