@@ -359,41 +359,31 @@ def baked_context(project):
     return registry, image_name
 
 
-# The choices not crossed with the matrix that change the hub's ConfigMap (conftest.CONFINED).
-CONFINED_CONFIG = [dict(MATRIX[0], profiles="profile_list"), dict(MATRIX[-1], profiles="profile_list", named_servers="yes")]
+def check_combination(bake, combo, overlay):
+    """check_overlay on this combination's bake, the text variables at their defaults unless given."""
+    context = {
+        "namespace": "jupyterhub",
+        "hostname": "jupyterhub-jupyterhub.127.0.0.1.nip.io",
+        "registry": "jupyterhub-registry.127.0.0.1.nip.io",
+        "image_name": "jupyterhub",
+        **combo,
+    }
+    return check_overlay(bake(**combo), overlay, context)
 
 
-@pytest.mark.parametrize("combo", MATRIX + CONFINED_CONFIG, ids=combo_id)
+# The matrix holds every combination of what users get (conftest.FEATURES): profiles,
+# named servers, the users' image and the pre-puller among them.
+@pytest.mark.parametrize("combo", MATRIX, ids=combo_id)
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_and_validates(bake, combo, overlay):
-    project = bake(**combo)
-    context = {
-        "namespace": "jupyterhub",
-        "hostname": "jupyterhub-jupyterhub.127.0.0.1.nip.io",
-        "registry": "jupyterhub-registry.127.0.0.1.nip.io",
-        "image_name": "jupyterhub",
-        **combo,
-    }
-    check_overlay(project, overlay, context)
+    check_combination(bake, combo, overlay)
 
 
-# pre_puller is confined (conftest.CONFINED), not crossed: its Component with the proxy in the
-# hub and beside the separate proxy's Component.
-PRE_PULLER_COMBOS = [dict(MATRIX[0], pre_puller="yes"), dict(MATRIX[-1], proxy="separate", pre_puller="yes")]
-
-
-@pytest.mark.parametrize("combo", PRE_PULLER_COMBOS, ids=combo_id)
+# pre_puller=yes: its Component, with the proxy in the hub and beside the separate proxy's Component.
+@pytest.mark.parametrize("combo", [combo for combo in MATRIX if combo.get("pre_puller") == "yes"], ids=combo_id)
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_with_the_pre_puller_renders_and_validates(bake, combo, overlay):
-    project = bake(**combo)
-    context = {
-        "namespace": "jupyterhub",
-        "hostname": "jupyterhub-jupyterhub.127.0.0.1.nip.io",
-        "registry": "jupyterhub-registry.127.0.0.1.nip.io",
-        "image_name": "jupyterhub",
-        **combo,
-    }
-    objects = check_overlay(project, overlay, context)
+    objects = check_combination(bake, combo, overlay)
     suffix = {"production": "", "development": "-dev"}[overlay]
     names = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert {("DaemonSet", f"pre-puller{suffix}"), ("NetworkPolicy", f"pre-puller{suffix}")} <= names, names

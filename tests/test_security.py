@@ -91,8 +91,6 @@ EXTRA_CASES = [
     dict(MATRIX[7], namespace="team-hub", ingress_controller_namespace="traefik"),
     # The choices not crossed with the matrix (conftest.CONFINED), at their other values.
     *(dict(MATRIX[0], **{name: value}) for name in CONFINED for value in CHOICE_VARIABLES[name][1:]),
-    # The pre-puller's Component beside the separate proxy's, both in the overlays' components:.
-    dict(MATRIX[-1], proxy="separate", pre_puller="yes"),
 ]
 CASES = MATRIX + EXTRA_CASES
 
